@@ -1,0 +1,101 @@
+//! Keepalive and idle timers, driven by injected time.
+//!
+//! A Ping goes out when nothing at all was received for `ping_interval`.
+//! Any byte received afterwards proves the peer alive (a busy peer's Pong
+//! may be queued behind data); if none arrives within `pong_timeout`, the
+//! connection is half-dead. So a dead peer is found at most
+//! `ping_interval + pong_timeout` after it last spoke.
+//!
+//! Idle: no data message received or sent for `idle_timeout`. Received
+//! messages carry a timestamp; sent ones only set a flag (sending takes no
+//! clock), so a connection that only sends is closed between 1x and 2x
+//! `idle_timeout` after its last message.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::config::Config;
+
+pub(super) enum Action {
+    None,
+    Ping(Bytes),
+    PongTimeout,
+    Idle,
+}
+
+#[derive(Debug)]
+pub(super) struct Keepalive {
+    ping_interval: Option<Duration>,
+    pong_timeout: Duration,
+    idle_timeout: Option<Duration>,
+    /// When to ping if nothing is heard before then.
+    next_ping: Option<Instant>,
+    /// A ping is out; fail if nothing is heard by then.
+    pong_deadline: Option<Instant>,
+    idle_deadline: Option<Instant>,
+    sent_data: bool,
+    pings: u32,
+}
+
+impl Keepalive {
+    pub(super) fn new(config: &Config, now: Instant) -> Self {
+        Self {
+            ping_interval: config.ping_interval,
+            pong_timeout: config.pong_timeout,
+            idle_timeout: config.idle_timeout,
+            next_ping: config.ping_interval.map(|d| now + d),
+            pong_deadline: None,
+            idle_deadline: config.idle_timeout.map(|d| now + d),
+            sent_data: false,
+            pings: 0,
+        }
+    }
+
+    /// Bytes arrived at `now`.
+    pub(super) fn heard(&mut self, now: Instant) {
+        self.pong_deadline = None;
+        self.next_ping = self.ping_interval.map(|d| now + d);
+    }
+
+    /// A data message arrived at `now`.
+    pub(super) fn received_data(&mut self, now: Instant) {
+        self.idle_deadline = self.idle_timeout.map(|d| now + d);
+    }
+
+    /// A data message was queued.
+    pub(super) fn sent_data(&mut self) {
+        self.sent_data = true;
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<Instant> {
+        [self.next_ping, self.pong_deadline, self.idle_deadline]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    pub(super) fn on_timeout(&mut self, now: Instant) -> Action {
+        if self.pong_deadline.is_some_and(|t| now >= t) {
+            self.pong_deadline = None;
+            return Action::PongTimeout;
+        }
+        if let Some(t) = self.idle_deadline
+            && now >= t
+        {
+            if !std::mem::take(&mut self.sent_data) {
+                self.idle_deadline = None;
+                return Action::Idle;
+            }
+            self.idle_deadline = self.idle_timeout.map(|d| now + d);
+        }
+        if self.next_ping.is_some_and(|t| now >= t) {
+            // One ping at a time: the next is armed when the peer is heard.
+            self.next_ping = None;
+            self.pong_deadline = Some(now + self.pong_timeout);
+            self.pings = self.pings.wrapping_add(1);
+            return Action::Ping(Bytes::copy_from_slice(&self.pings.to_be_bytes()));
+        }
+        Action::None
+    }
+}

@@ -1,0 +1,128 @@
+//! Incremental UTF-8 validation for text messages that arrive in pieces.
+//!
+//! RFC 6455 8.1: "When an endpoint is to interpret a byte stream as UTF-8 but
+//! finds that the byte stream is not, in fact, a valid UTF-8 stream, that
+//! endpoint MUST _Fail the WebSocket Connection_." We fail as soon as a piece
+//! contains a byte that cannot start or continue a valid sequence, rather
+//! than at the end of the message ("fail fast"), so a peer cannot make us
+//! buffer a huge message that was invalid from its first frame.
+
+/// Validates a byte stream fed in arbitrary pieces.
+///
+/// The fast path is one call to `simdutf8` over the whole piece. Only a code
+/// point split across pieces (at most 3 pending bytes) is handled here.
+#[derive(Debug, Default, Clone)]
+pub struct Utf8Validator {
+    /// Bytes of a code point cut by the end of the previous piece.
+    pending: [u8; 4],
+    pending_len: u8,
+}
+
+/// The stream is not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidUtf8;
+
+impl Utf8Validator {
+    /// A validator at the start of a stream.
+    pub const fn new() -> Self {
+        Self {
+            pending: [0; 4],
+            pending_len: 0,
+        }
+    }
+
+    /// Validates the next piece of the stream.
+    pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InvalidUtf8> {
+        if self.pending_len > 0 {
+            // Complete the split code point one byte at a time; at most 3 bytes.
+            while self.pending_len > 0 {
+                let Some((&b, rest)) = input.split_first() else {
+                    return Ok(());
+                };
+                self.pending[usize::from(self.pending_len)] = b;
+                self.pending_len += 1;
+                input = rest;
+                let seq = &self.pending[..usize::from(self.pending_len)];
+                match simdutf8::compat::from_utf8(seq) {
+                    Ok(_) => self.pending_len = 0,
+                    Err(e) if e.error_len().is_some() => return Err(InvalidUtf8),
+                    Err(_) => {} // still incomplete
+                }
+            }
+        }
+        if simdutf8::basic::from_utf8(input).is_ok() {
+            return Ok(());
+        }
+        match simdutf8::compat::from_utf8(input) {
+            Ok(_) => Ok(()),
+            Err(e) if e.error_len().is_some() => Err(InvalidUtf8),
+            Err(e) => {
+                // A valid prefix of a code point ends the piece.
+                let tail = &input[e.valid_up_to()..];
+                self.pending[..tail.len()].copy_from_slice(tail);
+                self.pending_len = tail.len() as u8;
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends the stream: a code point still open is an error.
+    pub fn finish(&mut self) -> Result<(), InvalidUtf8> {
+        let complete = self.pending_len == 0;
+        self.pending_len = 0;
+        if complete { Ok(()) } else { Err(InvalidUtf8) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split_everywhere(bytes: &[u8]) -> Result<(), InvalidUtf8> {
+        let whole = {
+            let mut v = Utf8Validator::new();
+            v.feed(bytes).and_then(|_| v.finish())
+        };
+        for cut in 0..=bytes.len() {
+            let mut v = Utf8Validator::new();
+            let r = v.feed(&bytes[..cut]).and_then(|_| v.feed(&bytes[cut..])).and_then(|_| v.finish());
+            assert_eq!(r, whole, "cut at {cut}");
+        }
+        let mut v = Utf8Validator::new();
+        let r = bytes.iter().try_for_each(|b| v.feed(std::slice::from_ref(b))).and_then(|_| v.finish());
+        assert_eq!(r, whole, "byte by byte");
+        whole
+    }
+
+    #[test]
+    fn agrees_with_std_under_every_split() {
+        let cases: &[&[u8]] = &[
+            b"",
+            "Hello-µ@ßöäüàá-UTF-8!!".as_bytes(),
+            "κόσμε".as_bytes(),
+            b"\xf0\x90\x80\x80",
+            b"\xf4\x8f\xbf\xbf",
+            b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited",
+            b"\xf4\x90\x80\x80",
+            b"\xc0\xaf",
+            b"\xed\xa0\x80",
+            b"\xe0\x80\xaf",
+            b"\x80",
+            b"\xfe",
+            b"\xf0\x90\x80",
+        ];
+        for case in cases {
+            assert_eq!(split_everywhere(case).is_ok(), std::str::from_utf8(case).is_ok(), "{case:02x?}");
+        }
+    }
+
+    #[test]
+    fn fails_at_the_first_invalid_byte() {
+        let mut v = Utf8Validator::new();
+        // Autobahn 6.4.1: a valid prefix, then 0xF4 0x90 which can never be
+        // completed (above U+10FFFF). Fails without waiting for more.
+        assert_eq!(v.feed("κόσμε".as_bytes()), Ok(()));
+        assert_eq!(v.feed(b"\xf4"), Ok(()));
+        assert_eq!(v.feed(b"\x90"), Err(InvalidUtf8));
+    }
+}
