@@ -462,3 +462,6 @@ impl Connection {
         self.transmits.push_back(t);
     }
 }
+
+#[cfg(test)]
+mod tests;
