@@ -1,0 +1,665 @@
+//! [`WebSocket`]: the pump between a byte stream and the protocol core.
+//!
+//! Every operation is a `poll_*` function over `&mut self` that reads,
+//! feeds the core, writes what the core queued and arms its timer, then
+//! returns; all state lives in the struct, so dropping a future that
+//! called one loses nothing (cancel safety).
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_core::Stream;
+use futures_sink::Sink;
+use herald_proto::connection::{Event, Fragment, MessageKind, State};
+use herald_proto::{CloseCode, CloseFrame, Connection, Message, Role, Transmit};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Sleep;
+
+use crate::error::Error;
+
+/// Frames gathered into one vectored write.
+const MAX_IOV: usize = 64;
+
+/// A WebSocket connection over any byte stream `S` (TCP, TLS, an HTTP
+/// upgrade).
+///
+/// Receive with [`WebSocket::recv`] or as a [`Stream`] of messages; send
+/// with [`WebSocket::send`], [`WebSocket::try_send`] or as a [`Sink`].
+/// Pings are answered and keepalive pings sent while the connection is
+/// being polled for input: keep a task in `recv` (or [`split`] the socket
+/// and keep the read half busy), as with any tokio socket.
+///
+/// [`split`]: WebSocket::split
+pub struct WebSocket<S> {
+    io: S,
+    core: Connection,
+    /// Bytes read but not yet consumed by the core. Empty, with no
+    /// allocation, whenever the connection is idle.
+    read_buf: BytesMut,
+    /// Frames taken from the core and being written; the first has
+    /// `written` bytes out already.
+    wq: VecDeque<Transmit>,
+    written: usize,
+    wq_bytes: usize,
+    /// Used instead of `wq` for streams without vectored writes (TLS):
+    /// frames are packed here so that each write is one large record.
+    wbuf: BytesMut,
+    timer: Timer,
+    phase: Phase,
+    read_chunk: usize,
+    high_water: usize,
+    close_timeout: Duration,
+    protocol: Option<Box<str>>,
+    close_frame: Option<CloseFrame>,
+    /// Task waiting in a receive; woken by [`WebSocket::try_send`] so it
+    /// writes what was queued.
+    reader: Option<Waker>,
+    /// The reader stopped reading because the write queue is over the
+    /// high-water mark; wake it when the queue drains.
+    reader_parked: bool,
+    /// A task waiting for the write queue to drain. With split halves, the
+    /// reader's writes may take the transport's write waker from it.
+    writer: Option<Waker>,
+}
+
+/// Where the connection is in its shutdown.
+#[derive(Debug)]
+enum Phase {
+    Open,
+    /// The core is closed: write what it queued (the Close frame), then
+    /// shut the transport down. A client first waits (bounded) for the
+    /// server to close TCP, as RFC 6455 7.1.1 asks.
+    Closing {
+        error: Option<Error>,
+        eof: bool,
+        deadline: Option<Instant>,
+    },
+    /// The transport is shut down. `error` is reported once.
+    Done { error: Option<Error> },
+}
+
+impl<S> std::fmt::Debug for WebSocket<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSocket")
+            .field("core", &self.core)
+            .field("phase", &self.phase)
+            .field("read_buf", &self.read_buf.len())
+            .field("queued", &(self.core.buffered_amount() + self.wq_bytes - self.written + self.wbuf.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
+    /// Wraps a stream whose opening handshake is complete. `read_buf` holds
+    /// any bytes read past the handshake (the peer's first frames).
+    pub fn from_parts(
+        io: S,
+        core: Connection,
+        read_buf: BytesMut,
+        protocol: Option<String>,
+        config: &crate::Config,
+    ) -> Self {
+        Self {
+            io,
+            close_timeout: core.config().close_timeout,
+            core,
+            read_buf,
+            wq: VecDeque::new(),
+            written: 0,
+            wq_bytes: 0,
+            wbuf: BytesMut::new(),
+            timer: Timer::default(),
+            phase: Phase::Open,
+            read_chunk: config.read_chunk.max(64),
+            high_water: config.write_high_water,
+            protocol: protocol.map(String::into_boxed_str),
+            close_frame: None,
+            reader: None,
+            reader_parked: false,
+            writer: None,
+        }
+    }
+
+    /// The subprotocol agreed in the handshake.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Whether permessage-deflate is in use.
+    pub fn is_compressed(&self) -> bool {
+        self.core.is_compressed()
+    }
+
+    /// The end's role.
+    pub fn role(&self) -> Role {
+        self.core.role()
+    }
+
+    /// Why the connection closed, once it has: the peer's close code and
+    /// reason, [`CloseCode::NO_STATUS_RECEIVED`] for an empty Close frame,
+    /// or [`CloseCode::ABNORMAL`] if it ended without a close handshake.
+    pub fn close_frame(&self) -> Option<&CloseFrame> {
+        self.close_frame.as_ref()
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.io
+    }
+
+    /// Bytes queued for the peer and not yet written.
+    pub fn buffered_amount(&self) -> usize {
+        self.core.buffered_amount() + self.wq_bytes - self.written + self.wbuf.len()
+    }
+
+    // ----- receiving ------------------------------------------------------
+
+    /// Receives the next data message; `None` once the connection has
+    /// closed (see [`WebSocket::close_frame`]).
+    ///
+    /// Cancel safe: if the future is dropped before it completes, no
+    /// message is lost.
+    pub async fn recv(&mut self) -> Option<Result<Message, Error>> {
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+
+    /// Receives the next piece of a message, for
+    /// [`MessageMode::Streaming`](herald_proto::MessageMode). Cancel safe.
+    pub async fn recv_fragment(&mut self) -> Option<Result<Fragment, Error>> {
+        poll_fn(|cx| self.poll_recv_fragment(cx)).await
+    }
+
+    /// Polls for the next data message.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, Error>>> {
+        loop {
+            match ready!(self.poll_event(cx)) {
+                Some(Ok(Event::Message(m))) => return Poll::Ready(Some(Ok(m))),
+                // A caller of `recv` in streaming mode gets each piece as a
+                // message of its own rather than nothing.
+                // A piece may split a UTF-8 code point, so it is binary.
+                Some(Ok(Event::Fragment(f))) => {
+                    return Poll::Ready(Some(Ok(Message::Binary(f.payload))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+
+    /// Polls for the next piece of a message (streaming mode); in buffered
+    /// mode each message comes as a single final piece.
+    pub fn poll_recv_fragment(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Fragment, Error>>> {
+        loop {
+            match ready!(self.poll_event(cx)) {
+                Some(Ok(Event::Fragment(f))) => return Poll::Ready(Some(Ok(f))),
+                Some(Ok(Event::Message(m))) => {
+                    let (kind, payload) = match m {
+                        Message::Text(t) => (MessageKind::Text, t.into_bytes()),
+                        Message::Binary(b) => (MessageKind::Binary, b),
+                    };
+                    return Poll::Ready(Some(Ok(Fragment {
+                        kind,
+                        payload,
+                        fin: true,
+                    })));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => return Poll::Ready(None),
+            }
+        }
+    }
+
+    /// The pump: the next event of the core, driving reads, writes and
+    /// timers until there is one. `None` when finished.
+    fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
+        if !self.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.reader = Some(cx.waker().clone());
+        }
+        loop {
+            if let Some(event) = self.core.poll_event() {
+                if let Event::Closed(frame) = &event {
+                    self.close_frame = Some(frame.clone());
+                    self.enter_closing(None);
+                    continue;
+                }
+                return Poll::Ready(Some(Ok(event)));
+            }
+            match self.phase {
+                Phase::Open => {}
+                Phase::Closing { .. } => ready!(self.poll_closing(cx)),
+                Phase::Done { ref mut error } => {
+                    return Poll::Ready(error.take().map(Err));
+                }
+            }
+            if !matches!(self.phase, Phase::Open) {
+                continue;
+            }
+
+            // Write what the core queued (pongs, echoes), without waiting.
+            if let Poll::Ready(Err(e)) = self.poll_write_queue(cx) {
+                self.fail_io(e);
+                continue;
+            }
+
+            if let Some(deadline) = self.core.poll_timeout()
+                && self.timer.poll(cx, deadline).is_ready()
+            {
+                self.core.handle_timeout(tokio::time::Instant::now().into_std());
+                continue;
+            }
+
+            // Backpressure: a peer that sends but does not read (pings
+            // whose pongs pile up, say) is not read from until it drains.
+            if self.buffered_amount() > self.high_water {
+                self.reader_parked = true;
+                return Poll::Pending;
+            }
+
+            match self.poll_read(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => self.core.receive_eof(),
+                Poll::Ready(Ok(_)) => {
+                    let now = tokio::time::Instant::now().into_std();
+                    if let Err(e) = self.core.receive(&mut self.read_buf, now) {
+                        self.enter_closing(Some(Error::Protocol(e)));
+                    }
+                }
+                Poll::Ready(Err(e)) => self.fail_io(e),
+            }
+        }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
+            self.read_buf.reserve(self.read_chunk);
+        }
+        let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf);
+        if r.is_pending() && self.read_buf.is_empty() {
+            // Idle: give the buffer back. This is what keeps an idle
+            // connection at a few hundred bytes (house style: no eager
+            // per-connection read buffers).
+            self.read_buf = BytesMut::new();
+            if self.wq.is_empty() {
+                self.wq = VecDeque::new();
+            }
+        }
+        r
+    }
+
+    fn enter_closing(&mut self, error: Option<Error>) {
+        if matches!(self.phase, Phase::Open) {
+            self.phase = Phase::Closing {
+                error,
+                eof: false,
+                deadline: None,
+            };
+        }
+    }
+
+    fn fail_io(&mut self, e: io::Error) {
+        self.core.receive_eof();
+        while self.core.poll_event().is_some() {}
+        if self.close_frame.is_none() {
+            self.close_frame = Some(CloseFrame::new(CloseCode::ABNORMAL, "transport error"));
+        }
+        self.phase = Phase::Done {
+            error: Some(Error::Io(e)),
+        };
+    }
+
+    /// Flushes the Close frame and shuts the transport down.
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // Write errors do not matter any more: the peer may be gone.
+        if self.poll_write_queue(cx).is_pending() {
+            return Poll::Pending;
+        }
+        let client = self.core.role() == Role::Client;
+        let close_timeout = self.close_timeout;
+        if let Phase::Closing { eof, deadline, .. } = &mut self.phase
+            && client
+            && !*eof
+        {
+            // RFC 6455 7.1.1: "the client SHOULD wait for the server to
+            // close the connection"; bounded by the close timeout.
+            let deadline =
+                *deadline.get_or_insert_with(|| tokio::time::Instant::now().into_std() + close_timeout);
+            loop {
+                if self.timer.poll(cx, deadline).is_ready() {
+                    break;
+                }
+                self.read_buf.clear();
+                match self.poll_read(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => break,
+                    Poll::Ready(Ok(_)) => continue,
+                }
+            }
+            if let Phase::Closing { eof, .. } = &mut self.phase {
+                *eof = true;
+            }
+        }
+        // Errors from shutdown are ignored for the same reason.
+        let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
+        self.read_buf = BytesMut::new();
+        let error = match std::mem::replace(&mut self.phase, Phase::Done { error: None }) {
+            Phase::Closing { error, .. } => error,
+            _ => None,
+        };
+        self.phase = Phase::Done { error };
+        Poll::Ready(())
+    }
+
+    // ----- sending --------------------------------------------------------
+
+    /// Sends a message, waiting while more than the high-water mark is
+    /// queued, and until it is written to the transport.
+    ///
+    /// Not cancel safe once the message has been queued: if the future is
+    /// dropped while writing, the message may still go out later.
+    pub async fn send(&mut self, message: Message) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_to_send(cx)).await?;
+        self.core.send(message)?;
+        poll_fn(|cx| self.poll_flush_queue(cx)).await
+    }
+
+    /// Queues a message without waiting, for broadcasters: fails with
+    /// [`TrySendError::Full`] (giving the message back) while more than the
+    /// high-water mark is queued. The frames are written by whichever task
+    /// next polls this socket (a task in `recv` is woken for it).
+    pub fn try_send(&mut self, message: Message) -> Result<(), TrySendError> {
+        if !matches!(self.phase, Phase::Open) || !matches!(self.core.state(), State::Open) {
+            return Err(TrySendError::Closed(message));
+        }
+        if self.buffered_amount() >= self.high_water {
+            return Err(TrySendError::Full(message));
+        }
+        match self.core.send(message) {
+            Ok(()) => {
+                if let Some(w) = &self.reader {
+                    w.wake_by_ref();
+                }
+                Ok(())
+            }
+            Err(_) => Err(TrySendError::Closed(Message::Binary(Bytes::new()))),
+        }
+    }
+
+    /// Sends one frame of a message sent in pieces (see
+    /// [`Connection::send_frame`]), waiting like [`WebSocket::send`].
+    pub async fn send_frame(
+        &mut self,
+        kind: MessageKind,
+        payload: Bytes,
+        fin: bool,
+    ) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_to_send(cx)).await?;
+        self.core.send_frame(kind, payload, fin)?;
+        poll_fn(|cx| self.poll_flush_queue(cx)).await
+    }
+
+    /// Sends a Ping.
+    pub async fn ping(&mut self, payload: Bytes) -> Result<(), Error> {
+        self.core.ping(payload)?;
+        poll_fn(|cx| self.poll_flush_queue(cx)).await
+    }
+
+    /// Runs the close handshake: sends a Close frame with `code` and
+    /// `reason`, then keeps reading (discarding data) until the peer's Close
+    /// arrives or [`herald_proto::Config::close_timeout`] passes, and shuts
+    /// the transport down. Returns the peer's close frame.
+    pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<CloseFrame, Error> {
+        if matches!(self.core.state(), State::Open) {
+            self.core.close(code, reason, tokio::time::Instant::now().into_std())?;
+        }
+        while let Some(r) = self.recv().await {
+            if let Err(e) = r {
+                return Err(e);
+            }
+        }
+        Ok(self
+            .close_frame
+            .clone()
+            .unwrap_or_else(|| CloseFrame::new(CloseCode::ABNORMAL, "")))
+    }
+
+    /// Splits into halves that can be used from different tasks.
+    pub fn split(self) -> (crate::split::ReadHalf<S>, crate::split::WriteHalf<S>) {
+        crate::split::split(self)
+    }
+
+    /// Ready when the queue is under the high-water mark.
+    pub fn poll_ready_to_send(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        if !matches!(self.phase, Phase::Open) || !matches!(self.core.state(), State::Open) {
+            return Poll::Ready(Err(Error::User(herald_proto::UserError::AlreadyClosed)));
+        }
+        while self.buffered_amount() >= self.high_water {
+            if self.poll_write_queue(cx)?.is_pending() {
+                self.park_writer(cx);
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues a message without waiting or checking the high-water mark.
+    pub fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
+        Ok(self.core.send(message)?)
+    }
+
+    /// Queues one frame of a message sent in pieces, without waiting.
+    pub fn queue_frame(&mut self, kind: MessageKind, payload: Bytes, fin: bool) -> Result<(), Error> {
+        Ok(self.core.send_frame(kind, payload, fin)?)
+    }
+
+    /// Queues a Close frame without waiting for anything.
+    pub fn start_close(&mut self, code: CloseCode, reason: &str) -> Result<(), Error> {
+        let now = tokio::time::Instant::now().into_std();
+        self.core.close(code, reason, now)?;
+        if let Some(w) = &self.reader {
+            w.wake_by_ref();
+        }
+        Ok(())
+    }
+
+    /// Writes everything queued.
+    pub fn poll_flush_queue(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        match self.poll_write_queue(cx) {
+            Poll::Pending => {
+                self.park_writer(cx);
+                Poll::Pending
+            }
+            Poll::Ready(r) => Poll::Ready(r.map_err(Error::Io)),
+        }
+    }
+
+    fn park_writer(&mut self, cx: &mut Context<'_>) {
+        if !self.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.writer = Some(cx.waker().clone());
+        }
+    }
+
+    /// Writes queued frames until none are left: several frames per
+    /// syscall (vectored), header and payload never copied together.
+    fn poll_write_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let vectored = self.io.is_write_vectored();
+        loop {
+            while let Some(t) = self.core.poll_transmit() {
+                if vectored {
+                    self.wq_bytes += t.len();
+                    self.wq.push_back(t);
+                } else {
+                    self.wbuf.extend_from_slice(t.head.as_bytes());
+                    self.wbuf.extend_from_slice(&t.payload);
+                }
+            }
+            if vectored {
+                if self.wq.is_empty() {
+                    break;
+                }
+                let mut slices = [IoSlice::new(&[]); MAX_IOV * 2];
+                let mut n = 0;
+                let mut skip = self.written;
+                'gather: for t in &self.wq {
+                    for part in [t.head.as_bytes(), &t.payload[..]] {
+                        if skip >= part.len() {
+                            skip -= part.len();
+                            continue;
+                        }
+                        slices[n] = IoSlice::new(&part[skip..]);
+                        skip = 0;
+                        n += 1;
+                        if n == slices.len() {
+                            break 'gather;
+                        }
+                    }
+                }
+                let w = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
+                if w == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.advance_written(w);
+            } else {
+                if self.wbuf.is_empty() {
+                    break;
+                }
+                let w = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf))?;
+                if w == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.wbuf.advance(w);
+                if self.wbuf.is_empty() {
+                    self.wbuf = BytesMut::new();
+                }
+            }
+        }
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        // Drained: whoever waits for that in another task may go on.
+        if std::mem::take(&mut self.reader_parked)
+            && let Some(w) = &self.reader
+        {
+            w.wake_by_ref();
+        }
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn advance_written(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.wq.front() else { break };
+            let left = front.len() - self.written;
+            if n < left {
+                self.written += n;
+                return;
+            }
+            n -= left;
+            self.wq_bytes -= front.len();
+            self.written = 0;
+            self.wq.pop_front();
+        }
+    }
+}
+
+/// Why [`WebSocket::try_send`] did not queue a message.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// More than the high-water mark is queued: the peer is slow.
+    Full(Message),
+    /// The connection is closing or closed.
+    Closed(Message),
+}
+
+impl std::fmt::Display for TrySendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Full(_) => "send queue full",
+            Self::Closed(_) => "connection closed",
+        })
+    }
+}
+
+impl std::error::Error for TrySendError {}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Stream for WebSocket<S> {
+    type Item = Result<Message, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_recv(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
+    type Error = Error;
+
+    fn poll_ready(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_ready_to_send(cx)
+    }
+
+    fn start_send(self: Pin<&mut Self>, item: Message) -> Result<(), Error> {
+        self.get_mut().start_send_message(item)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        self.get_mut().poll_flush_queue(cx)
+    }
+
+    /// Sends a Close frame (1000) and flushes; it does not wait for the
+    /// peer's reply; [`WebSocket::close`] runs the whole handshake.
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        let this = self.get_mut();
+        if matches!(this.core.state(), State::Open) {
+            let now = tokio::time::Instant::now().into_std();
+            this.core.close(CloseCode::NORMAL, "", now)?;
+        }
+        this.poll_flush_queue(cx)
+    }
+}
+
+/// The core's single timer, allocated on first use and re-armed lazily: a
+/// deadline that moves later (every received message pushes the keepalive
+/// ping back) does not touch the timer wheel; the timer fires at the old
+/// time, the core does nothing, and it is re-armed then.
+#[derive(Default)]
+struct Timer {
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: Option<Instant>,
+}
+
+impl Timer {
+    fn poll(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
+        let at = tokio::time::Instant::from_std(deadline);
+        match &mut self.sleep {
+            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+            Some(sleep) => {
+                if self.armed.is_none_or(|armed| deadline < armed) {
+                    sleep.as_mut().reset(at);
+                }
+            }
+        }
+        if self.armed.is_none_or(|armed| deadline < armed) {
+            self.armed = Some(deadline);
+        }
+        let sleep = self.sleep.as_mut().expect("set above");
+        ready!(sleep.as_mut().poll(cx));
+        self.armed = None;
+        Poll::Ready(())
+    }
+}
+
+impl std::fmt::Debug for Timer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timer").field("armed", &self.armed).finish()
+    }
+}
