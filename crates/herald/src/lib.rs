@@ -24,6 +24,8 @@ pub use stream::MaybeTlsStream;
 pub use herald_proto::connection::{Fragment, MessageKind};
 pub use herald_proto::handshake::{Request, Response};
 pub use herald_proto::{CloseCode, CloseFrame, DeflateConfig, Message, Utf8Bytes};
+/// Protocol limits and timers; see [`Config::protocol`].
+pub use herald_proto::Config as ProtocolConfig;
 
 /// Re-exported so users can name TLS types without a second dependency.
 #[cfg(feature = "tls")]

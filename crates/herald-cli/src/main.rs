@@ -1,0 +1,69 @@
+//! `herald`: one binary for the WebSocket tools.
+//!
+//! - `herald echo`: an echo server, the target of conformance and
+//!   benchmark runs.
+//! - `herald connect`: an interactive client (stdin lines out, messages in).
+//! - `herald conformance-client`: drives a conformance test suite's
+//!   fuzzing server in client mode.
+
+mod conformance;
+mod connect;
+mod echo;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "herald", version, about = "WebSocket server, client and tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Echo every text and binary message back.
+    Echo(echo::Args),
+    /// Connect to a WebSocket server: stdin lines become messages, incoming
+    /// messages are printed.
+    Connect(connect::Args),
+    /// Run a conformance suite's cases in client mode (fuzzing-server protocol).
+    ConformanceClient(conformance::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Echo(args) => echo::run(args),
+        Command::Connect(args) => connect::run(args),
+        Command::ConformanceClient(args) => conformance::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("herald: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// A tokio runtime: current-thread for one thread (the lowest per-message
+/// overhead), multi-thread otherwise.
+fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if threads <= 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
