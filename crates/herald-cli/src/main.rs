@@ -6,6 +6,7 @@
 //! - `herald conformance-client`: drives a conformance test suite's
 //!   fuzzing server in client mode.
 
+mod bench;
 mod conformance;
 mod connect;
 mod echo;
@@ -28,14 +29,18 @@ enum Command {
     Connect(connect::Args),
     /// Run a conformance suite's cases in client mode (fuzzing-server protocol).
     ConformanceClient(conformance::Args),
+    /// Load generators: idle memory per connection.
+    Bench(bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
+    // HERALD_LOG=error|warn|info|debug|trace; warn by default.
+    let level = std::env::var("HERALD_LOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERALD_LOG")
-                .unwrap_or_else(|_| "warn".into()),
-        )
+        .with_max_level(level)
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -43,6 +48,7 @@ fn main() -> std::process::ExitCode {
         Command::Echo(args) => echo::run(args),
         Command::Connect(args) => connect::run(args),
         Command::ConformanceClient(args) => conformance::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,71 @@
 //! WebSocket client and server for tokio (RFC 6455, RFC 7692).
 //!
-//! (crate docs to be completed)
+//! The I/O pump around the sans-I/O core [`herald_proto`]: read bytes,
+//! feed the core, write what it queued (several frames per vectored
+//! write), arm its one timer. Works over any `AsyncRead + AsyncWrite`:
+//! TCP, TLS (rustls), or an HTTP upgrade inside hyper/axum (feature
+//! `hyper`).
+//!
+//! ```text
+//!  TcpStream / TlsStream / Upgraded
+//!        |  poll_read_buf (buffer only while data flows)
+//!        v
+//!  WebSocket<S> ── herald_proto::Connection ── events ──> recv() / Stream
+//!        ^                                  \── frames ──> vectored write
+//!        └─ send() / try_send() / Sink ───────^   (waits above the high-water mark)
+//! ```
+//!
+//! # Example: an echo server and a client
+//!
+//! ```
+//! use herald::{Acceptor, Client, CloseCode, Config, Message};
+//! use tokio::net::TcpListener;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let listener = TcpListener::bind("127.0.0.1:0").await?;
+//! let url = format!("ws://{}/", listener.local_addr()?);
+//! tokio::spawn(async move {
+//!     let (tcp, _) = listener.accept().await.unwrap();
+//!     let mut ws = Acceptor::new(Config::default()).accept(tcp).await.unwrap();
+//!     while let Some(Ok(msg)) = ws.recv().await {
+//!         ws.send(msg).await.unwrap();
+//!     }
+//! });
+//!
+//! let (mut ws, _response) = Client::new(url).connect().await?;
+//! ws.send(Message::text("hello")).await?;
+//! assert_eq!(ws.recv().await.unwrap()?, Message::text("hello"));
+//! let reply = ws.close(CloseCode::NORMAL, "done").await?;
+//! assert_eq!(reply.code, CloseCode::NORMAL);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Behaviour worth knowing
+//!
+//! - **Keepalive** runs while the socket is polled for input: a ping after
+//!   [`ProtocolConfig::ping_interval`] of silence; if nothing at all comes
+//!   back within `pong_timeout`, a Close 1011 is sent (best effort) and the
+//!   socket reports [`CloseCode::ABNORMAL`] (1006) locally, like a browser
+//!   does for a connection that died.
+//! - **Backpressure**: `send` waits while more than
+//!   [`Config::write_high_water`] bytes are queued; `try_send` says
+//!   [`TrySendError::Full`] instead; a peer that sends without reading is
+//!   not read from until its replies drain.
+//! - **Memory**: an idle connection holds no read or write buffer.
+//! - **Cancel safety**: `recv` and `recv_fragment` are cancel safe; `send`
+//!   is not once its message is queued.
+//! - **Errors** are blamed: [`Error::Protocol`] (the peer), [`Error::User`]
+//!   (the caller), [`Error::Io`] (the transport). A clean close is `None`
+//!   from `recv`, with [`WebSocket::close_frame`] telling why.
+//!
+//! # Features
+//!
+//! - `tls` (default): `wss://` with rustls (ring).
+//! - `webpki-roots` (default): trust Mozilla's roots; `native-roots`: the
+//!   system's.
+//! - `hyper`: accept upgrades inside a hyper or axum server.
 #![doc(test(attr(deny(warnings))))]
 
 mod client;
