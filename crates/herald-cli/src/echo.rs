@@ -56,17 +56,21 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             };
             let _ = tcp.set_nodelay(true);
             let acceptor = acceptor.clone();
-            let tls = tls.clone();
-            tokio::spawn(async move {
-                match tls {
-                    Some(tls) => {
+            // Two spawn sites, not one future with a TLS branch: a task is
+            // as large as its largest state, and rustls' state would make
+            // every plain connection pay for it.
+            match tls.clone() {
+                Some(tls) => {
+                    tokio::spawn(async move {
                         if let Ok(stream) = tls.accept(tcp).await {
                             serve(&acceptor, stream).await;
                         }
-                    }
-                    None => serve(&acceptor, tcp).await,
+                    });
                 }
-            });
+                None => {
+                    tokio::spawn(async move { serve(&acceptor, tcp).await });
+                }
+            }
         }
     })
 }
@@ -76,8 +80,10 @@ fn herald_proto_config() -> herald::ProtocolConfig {
 }
 
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(acceptor: &Acceptor, io: S) {
-    match acceptor.accept(io).await {
-        Ok(ws) => echo(ws).await,
+    // The handshake's state is boxed so it is freed once done, and the
+    // task that stays for the connection's life holds only the socket.
+    match Box::pin(acceptor.accept(io)).await {
+        Ok(ws) => echo(Box::new(ws)).await,
         Err(e) => tracing::debug!("handshake failed: {e}"),
     }
 }
@@ -85,7 +91,10 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(acceptor: &Acceptor, io: S) {
 /// Echo loop. Replies are queued, not flushed: the socket writes all that
 /// is queued in one vectored write before it next reads, so the replies to
 /// everything one read brought in leave in one syscall.
-pub(crate) async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: WebSocket<S>) {
+///
+/// The socket is boxed: a task future is laid out for all its states at
+/// once, and a socket held by value appears in more than one of them.
+pub(crate) async fn echo<S: AsyncRead + AsyncWrite + Unpin>(mut ws: Box<WebSocket<S>>) {
     while let Some(r) = ws.recv().await {
         match r {
             Ok(msg) => {

@@ -121,7 +121,8 @@ pub struct Connection {
     config: Config,
     state: State,
     receiver: Receiver,
-    deflate: Option<PerMessageDeflate>,
+    /// Boxed: 320 bytes that connections without compression do not pay.
+    deflate: Option<Box<PerMessageDeflate>>,
     /// A message sent with [`Connection::send_frame`] is in progress;
     /// `true` if it is compressed.
     sending: Option<bool>,
@@ -173,7 +174,7 @@ impl Connection {
 
     /// Enables permessage-deflate with the parameters the handshake agreed.
     pub fn with_deflate(mut self, params: DeflateParams, config: &DeflateConfig) -> Self {
-        self.deflate = Some(PerMessageDeflate::new(self.role, params, config));
+        self.deflate = Some(Box::new(PerMessageDeflate::new(self.role, params, config)));
         self
     }
 
@@ -465,3 +466,4 @@ impl Connection {
 
 #[cfg(test)]
 mod tests;
+
