@@ -20,7 +20,7 @@ use super::reject_response;
 ///   close the TCP connection;
 /// - the caller's own mistake (an invalid header in a builder, a subprotocol
 ///   the client did not offer): a bug to fix, answered with 500 on a server.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum HandshakeError {
     // Found in the request (or, for the HTTP-level ones, in the response).
@@ -73,8 +73,8 @@ pub enum HandshakeError {
 
     // The caller's mistakes.
     /// The selected subprotocol is not among those the client offered
-    /// (RFC 6455 4.2.2: the value "MUST be derived from the values the
-    /// client sent").
+    /// (RFC 6455 4.2.2: the value "MUST be derived from the client's
+    /// handshake").
     SubprotocolNotOffered,
     /// A subprotocol name that is not an RFC 7230 token, or offered twice
     /// (RFC 6455 4.1: elements "MUST all be unique strings").
@@ -145,10 +145,9 @@ impl HandshakeError {
         let extra: &[(&str, &str)] = match self {
             Self::MethodNotGet => &[("Allow", "GET")],
             Self::MissingUpgrade => &[("Upgrade", "websocket")],
-            Self::UnsupportedVersion => &[
-                ("Upgrade", "websocket"),
-                ("Sec-WebSocket-Version", "13"),
-            ],
+            Self::UnsupportedVersion => {
+                &[("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13")]
+            }
             _ => &[],
         };
         reject_response(self.status(), self.reason(), extra)

@@ -148,7 +148,11 @@ pub fn reject_response(status: u16, reason: &str, extra_headers: &[(&str, &str)]
     let mut out = Vec::with_capacity(128 + body.len());
     out.extend_from_slice(format!("HTTP/1.1 {status} {}\r\n", status_phrase(status)).as_bytes());
     headers::write_field(&mut out, "Content-Type", b"text/plain; charset=utf-8");
-    headers::write_field(&mut out, "Content-Length", body.len().to_string().as_bytes());
+    headers::write_field(
+        &mut out,
+        "Content-Length",
+        body.len().to_string().as_bytes(),
+    );
     headers::write_field(&mut out, "Connection", b"close");
     for (name, value) in extra_headers {
         if !headers::is_token(name.as_bytes()) {
@@ -235,7 +239,11 @@ mod tests {
         let r = reject_response(
             400,
             "bad\r\nSet-Cookie: a=b",
-            &[("X-A", "1\r\nSet-Cookie: c=d"), ("Bad Name", "x"), ("X:Y", "x")],
+            &[
+                ("X-A", "1\r\nSet-Cookie: c=d"),
+                ("Bad Name", "x"),
+                ("X:Y", "x"),
+            ],
         );
         let text = String::from_utf8(r).unwrap();
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
