@@ -56,7 +56,9 @@ fn config() -> Config {
 }
 
 async fn case_count(base: &str) -> Result<u32, BoxError> {
-    let (mut ws, _) = Client::new(format!("{base}/getCaseCount")).connect().await?;
+    let (mut ws, _) = Client::new(format!("{base}/getCaseCount"))
+        .connect()
+        .await?;
     let mut count = None;
     while let Some(msg) = ws.recv().await {
         if let Message::Text(t) = msg? {

@@ -102,6 +102,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             Some(f) => eprintln!("closed: {} {}", f.code, f.reason),
             None => eprintln!("closed"),
         }
-        Ok(if clean { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        Ok(if clean {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
 }

@@ -47,7 +47,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     crate::runtime(args.threads)?.block_on(async move {
         let listener = TcpListener::bind(args.listen).await?;
         let scheme = if tls.is_some() { "wss" } else { "ws" };
-        eprintln!("herald echo listening on {scheme}://{}", listener.local_addr()?);
+        eprintln!(
+            "herald echo listening on {scheme}://{}",
+            listener.local_addr()?
+        );
         let acceptor = Arc::new(Acceptor::new(config));
         loop {
             let (tcp, _) = tokio::select! {

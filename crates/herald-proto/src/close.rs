@@ -149,7 +149,9 @@ mod tests {
     fn sendable_codes() {
         let sendable: Vec<u16> = (0..=5000).filter(|c| CloseCode(*c).is_sendable()).collect();
         assert_eq!(sendable.len(), 4 + 8 + 2000);
-        for c in [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535] {
+        for c in [
+            0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+        ] {
             assert!(!CloseCode(c).is_sendable(), "{c}");
         }
     }
@@ -157,12 +159,18 @@ mod tests {
     #[test]
     fn parse_payloads() {
         assert_eq!(CloseFrame::parse(b""), Ok(None));
-        assert_eq!(CloseFrame::parse(b"\x03"), Err(ProtocolError::InvalidClosePayload));
+        assert_eq!(
+            CloseFrame::parse(b"\x03"),
+            Err(ProtocolError::InvalidClosePayload)
+        );
         assert_eq!(
             CloseFrame::parse(b"\x03\xe8bye"),
             Ok(Some(CloseFrame::new(CloseCode::NORMAL, "bye")))
         );
-        assert_eq!(CloseFrame::parse(b"\x03\xed"), Err(ProtocolError::InvalidCloseCode));
+        assert_eq!(
+            CloseFrame::parse(b"\x03\xed"),
+            Err(ProtocolError::InvalidCloseCode)
+        );
         assert_eq!(
             CloseFrame::parse(b"\x03\xe8\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80"),
             Err(ProtocolError::InvalidUtf8)

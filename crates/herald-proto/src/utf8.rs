@@ -85,11 +85,17 @@ mod tests {
         };
         for cut in 0..=bytes.len() {
             let mut v = Utf8Validator::new();
-            let r = v.feed(&bytes[..cut]).and_then(|_| v.feed(&bytes[cut..])).and_then(|_| v.finish());
+            let r = v
+                .feed(&bytes[..cut])
+                .and_then(|_| v.feed(&bytes[cut..]))
+                .and_then(|_| v.finish());
             assert_eq!(r, whole, "cut at {cut}");
         }
         let mut v = Utf8Validator::new();
-        let r = bytes.iter().try_for_each(|b| v.feed(std::slice::from_ref(b))).and_then(|_| v.finish());
+        let r = bytes
+            .iter()
+            .try_for_each(|b| v.feed(std::slice::from_ref(b)))
+            .and_then(|_| v.finish());
         assert_eq!(r, whole, "byte by byte");
         whole
     }
@@ -112,7 +118,11 @@ mod tests {
             b"\xf0\x90\x80",
         ];
         for case in cases {
-            assert_eq!(split_everywhere(case).is_ok(), std::str::from_utf8(case).is_ok(), "{case:02x?}");
+            assert_eq!(
+                split_everywhere(case).is_ok(),
+                std::str::from_utf8(case).is_ok(),
+                "{case:02x?}"
+            );
         }
     }
 

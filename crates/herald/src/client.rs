@@ -142,7 +142,7 @@ impl Client {
         }
         // RFC 6455 4.1: the key is "a randomly selected 16-byte value".
         let (bytes, expect) = request.encode(rand::random());
-        let limits = self.config.handshake_limits.clone();
+        let limits = self.config.handshake_limits;
         let exchange = async {
             io.write_all(&bytes).await?;
             io.flush().await?;
@@ -201,7 +201,10 @@ impl Target {
         let authority = uri.authority().ok_or(Error::InvalidUrl("no host"))?;
         // RFC 6455 3: URIs with a fragment are invalid (there is none in an
         // http::Uri: it rejects '#').
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         if host.is_empty() {
             return Err(Error::InvalidUrl("no host"));
         }
@@ -230,7 +233,10 @@ mod tests {
     fn urls() {
         let t = Target::parse("ws://127.0.0.1:9001/chat?room=1").unwrap();
         assert_eq!((t.tls, t.host.as_str(), t.port), (false, "127.0.0.1", 9001));
-        assert_eq!((t.authority.as_str(), t.path.as_str()), ("127.0.0.1:9001", "/chat?room=1"));
+        assert_eq!(
+            (t.authority.as_str(), t.path.as_str()),
+            ("127.0.0.1:9001", "/chat?room=1")
+        );
         let t = Target::parse("wss://[::1]/").unwrap();
         assert_eq!((t.tls, t.host.as_str(), t.port), (true, "::1", 443));
         let t = Target::parse("ws://localhost").unwrap();

@@ -82,15 +82,15 @@ pub use error::{Error, Phase};
 pub use server::{Acceptor, Decision, Reject, Upgrade, accept};
 pub use socket::{TrySendError, WebSocket};
 pub use split::{ReadHalf, WriteHalf};
+pub use stream::MaybeTlsStream;
 #[cfg(feature = "tls")]
 pub use stream::client_config;
-pub use stream::MaybeTlsStream;
 
+/// Protocol limits and timers; see [`Config::protocol`].
+pub use herald_proto::Config as ProtocolConfig;
 pub use herald_proto::connection::{Fragment, MessageKind};
 pub use herald_proto::handshake::{Request, Response};
 pub use herald_proto::{CloseCode, CloseFrame, DeflateConfig, Message, Utf8Bytes};
-/// Protocol limits and timers; see [`Config::protocol`].
-pub use herald_proto::Config as ProtocolConfig;
 
 /// Re-exported so users can name TLS types without a second dependency.
 #[cfg(feature = "tls")]

@@ -116,10 +116,14 @@ impl Acceptor {
                 }
             }
         };
-        let (request, rest) = match tokio::time::timeout(self.config.handshake_timeout, read).await {
+        let (request, rest) = match tokio::time::timeout(self.config.handshake_timeout, read).await
+        {
             Err(_) => {
-                let _ = respond(&mut io, &handshake::reject_response(408, "handshake timeout", &[]))
-                    .await;
+                let _ = respond(
+                    &mut io,
+                    &handshake::reject_response(408, "handshake timeout", &[]),
+                )
+                .await;
                 return Err(Error::Timeout(Phase::Handshake));
             }
             Ok(Err(e)) => {

@@ -80,7 +80,9 @@ enum Phase {
         deadline: Option<Instant>,
     },
     /// The transport is shut down. `error` is reported once.
-    Done { error: Option<Error> },
+    Done {
+        error: Option<Error>,
+    },
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -89,7 +91,10 @@ impl<S> std::fmt::Debug for WebSocket<S> {
             .field("core", &self.core)
             .field("phase", &self.phase)
             .field("read_buf", &self.read_buf.len())
-            .field("queued", &(self.core.buffered_amount() + self.wq_bytes - self.written + self.wbuf.len()))
+            .field(
+                "queued",
+                &(self.core.buffered_amount() + self.wq_bytes - self.written + self.wbuf.len()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -222,7 +227,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// The pump: the next event of the core, driving reads, writes and
     /// timers until there is one. `None` when finished.
     fn poll_event(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event, Error>>> {
-        if !self.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !self
+            .reader
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             self.reader = Some(cx.waker().clone());
         }
         loop {
@@ -254,7 +263,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             if let Some(deadline) = self.core.poll_timeout()
                 && self.timer.poll(cx, deadline).is_ready()
             {
-                self.core.handle_timeout(tokio::time::Instant::now().into_std());
+                self.core
+                    .handle_timeout(tokio::time::Instant::now().into_std());
                 continue;
             }
 
@@ -331,8 +341,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         {
             // RFC 6455 7.1.1: "the client SHOULD wait for the server to
             // close the connection"; bounded by the close timeout.
-            let deadline =
-                *deadline.get_or_insert_with(|| tokio::time::Instant::now().into_std() + close_timeout);
+            let deadline = *deadline
+                .get_or_insert_with(|| tokio::time::Instant::now().into_std() + close_timeout);
             loop {
                 if self.timer.poll(cx, deadline).is_ready() {
                     break;
@@ -419,12 +429,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// the transport down. Returns the peer's close frame.
     pub async fn close(&mut self, code: CloseCode, reason: &str) -> Result<CloseFrame, Error> {
         if matches!(self.core.state(), State::Open) {
-            self.core.close(code, reason, tokio::time::Instant::now().into_std())?;
+            self.core
+                .close(code, reason, tokio::time::Instant::now().into_std())?;
         }
         while let Some(r) = self.recv().await {
-            if let Err(e) = r {
-                return Err(e);
-            }
+            r?;
         }
         Ok(self
             .close_frame
@@ -457,7 +466,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     /// Queues one frame of a message sent in pieces, without waiting.
-    pub fn queue_frame(&mut self, kind: MessageKind, payload: Bytes, fin: bool) -> Result<(), Error> {
+    pub fn queue_frame(
+        &mut self,
+        kind: MessageKind,
+        payload: Bytes,
+        fin: bool,
+    ) -> Result<(), Error> {
         Ok(self.core.send_frame(kind, payload, fin)?)
     }
 
@@ -483,7 +497,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn park_writer(&mut self, cx: &mut Context<'_>) {
-        if !self.writer.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !self
+            .writer
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             self.writer = Some(cx.waker().clone());
         }
     }

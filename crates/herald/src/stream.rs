@@ -39,7 +39,11 @@ impl AsyncRead for MaybeTlsStream {
 }
 
 impl AsyncWrite for MaybeTlsStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         each!(self, s => Pin::new(s).poll_write(cx, buf))
     }
 
@@ -69,7 +73,8 @@ impl AsyncWrite for MaybeTlsStream {
 }
 
 #[cfg(feature = "tls")]
-pub(crate) fn default_client_config() -> Result<std::sync::Arc<rustls::ClientConfig>, crate::Error> {
+pub(crate) fn default_client_config() -> Result<std::sync::Arc<rustls::ClientConfig>, crate::Error>
+{
     #[allow(unused_mut)]
     let mut roots = rustls::RootCertStore::empty();
     #[cfg(feature = "webpki-roots")]

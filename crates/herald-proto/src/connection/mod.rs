@@ -22,13 +22,13 @@ use bytes::{Bytes, BytesMut};
 
 use self::keepalive::Keepalive;
 use self::recv::Receiver;
+use crate::Role;
 use crate::close::{CloseCode, CloseFrame};
 use crate::config::Config;
 use crate::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
 use crate::error::{ProtocolError, UserError};
 use crate::frame::{FrameHeader, Head, OpCode, apply_mask};
 use crate::message::Message;
-use crate::Role;
 
 /// Source of client masking keys.
 ///
@@ -272,7 +272,8 @@ impl Connection {
                 keepalive::Action::PongTimeout => {
                     // Best effort: the peer is probably gone, but if it is
                     // merely slow it learns why we left.
-                    let frame = CloseFrame::new(CloseCode::INTERNAL_ERROR, "keepalive ping timeout");
+                    let frame =
+                        CloseFrame::new(CloseCode::INTERNAL_ERROR, "keepalive ping timeout");
                     self.queue_control(OpCode::Close, frame.encode());
                     self.state = State::Closed;
                     self.events.push_back(Event::Closed(CloseFrame::new(
@@ -466,4 +467,3 @@ impl Connection {
 
 #[cfg(test)]
 mod tests;
-

@@ -11,13 +11,13 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{Connection, Event, Fragment, MessageKind, State};
+use crate::Role;
 use crate::close::{CloseCode, CloseFrame};
 use crate::config::MessageMode;
 use crate::error::ProtocolError;
 use crate::frame::{FrameHeader, OpCode, apply_mask};
 use crate::message::{Message, Utf8Bytes};
 use crate::utf8::Utf8Validator;
-use crate::Role;
 
 /// Receive-side state of a connection.
 #[derive(Debug, Default)]

@@ -73,7 +73,10 @@ fn s5_7_fragmented_text() {
 #[test]
 fn s5_1_server_rejects_unmasked_frames() {
     let (mut c, now) = server();
-    assert_eq!(feed(&mut c, b"\x81\x05Hello", now), Err(ProtocolError::UnmaskedFrame));
+    assert_eq!(
+        feed(&mut c, b"\x81\x05Hello", now),
+        Err(ProtocolError::UnmaskedFrame)
+    );
     assert_eq!(sent(&mut c), b"\x88\x19\x03\xeaclient frame not masked");
     assert_eq!(c.state(), State::Closed);
     // Input after failing is discarded.
@@ -86,8 +89,14 @@ fn s5_1_client_masks_and_rejects_masked_frames() {
     let now = Instant::now();
     let mut c = Connection::client(Config::default(), Box::new(|| KEY), now);
     c.send(Message::text("Hello")).unwrap();
-    assert_eq!(sent(&mut c), b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58");
-    assert_eq!(feed(&mut c, &frame(0x81, b"x"), now), Err(ProtocolError::MaskedFrame));
+    assert_eq!(
+        sent(&mut c),
+        b"\x81\x85\x37\xfa\x21\x3d\x7f\x9f\x4d\x51\x58"
+    );
+    assert_eq!(
+        feed(&mut c, &frame(0x81, b"x"), now),
+        Err(ProtocolError::MaskedFrame)
+    );
 }
 
 // RFC 6455 5.4: control frames in the middle of a fragmented message.
@@ -118,7 +127,10 @@ fn s5_4_sequence_errors() {
     let (mut c, now) = server();
     let mut bytes = frame(0x01, b"a");
     bytes.extend(frame(0x81, b"b"));
-    assert_eq!(feed(&mut c, &bytes, now), Err(ProtocolError::ExpectedContinuation));
+    assert_eq!(
+        feed(&mut c, &bytes, now),
+        Err(ProtocolError::ExpectedContinuation)
+    );
 }
 
 // RFC 6455 5.5: control frame rules.
@@ -135,7 +147,10 @@ fn s5_5_control_frame_rules() {
         Err(ProtocolError::ControlFrameTooLong)
     );
     let (mut c, now) = server();
-    assert_eq!(feed(&mut c, &frame(0xC1, b"x"), now), Err(ProtocolError::ReservedBitsSet));
+    assert_eq!(
+        feed(&mut c, &frame(0xC1, b"x"), now),
+        Err(ProtocolError::ReservedBitsSet)
+    );
 }
 
 // RFC 6455 5.5.1 and 7: the close handshake.
@@ -143,7 +158,10 @@ fn s5_5_control_frame_rules() {
 fn s5_5_1_peer_initiated_close_is_echoed() {
     let (mut c, now) = server();
     feed(&mut c, &frame(0x88, b"\x03\xe8bye"), now).unwrap();
-    assert_eq!(events(&mut c), [Event::Closed(CloseFrame::new(CloseCode::NORMAL, "bye"))]);
+    assert_eq!(
+        events(&mut c),
+        [Event::Closed(CloseFrame::new(CloseCode::NORMAL, "bye"))]
+    );
     assert_eq!(sent(&mut c), b"\x88\x02\x03\xe8");
     assert_eq!(c.send(Message::text("late")), Err(UserError::AlreadyClosed));
 }
@@ -177,7 +195,10 @@ fn s7_close_timeout() {
     c.handle_timeout(deadline);
     assert_eq!(
         events(&mut c),
-        [Event::Closed(CloseFrame::new(CloseCode::ABNORMAL, "close handshake timed out"))]
+        [Event::Closed(CloseFrame::new(
+            CloseCode::ABNORMAL,
+            "close handshake timed out"
+        ))]
     );
 }
 
@@ -199,7 +220,10 @@ fn s7_4_invalid_close_payloads() {
 #[test]
 fn s8_1_invalid_utf8_fails_before_the_frame_is_complete() {
     let (mut c, now) = server();
-    let whole = frame(0x81, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80hello");
+    let whole = frame(
+        0x81,
+        b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80hello",
+    );
     let mut buf = BytesMut::from(&whole[..6 + 13]);
     assert_eq!(c.receive(&mut buf, now), Err(ProtocolError::InvalidUtf8));
     assert_eq!(&sent(&mut c)[..4], b"\x88\x0f\x03\xef");
@@ -215,7 +239,10 @@ fn partial_frames_wait_for_more_bytes() {
         c.receive(&mut buf, now).unwrap();
     }
     assert!(buf.is_empty());
-    assert_eq!(events(&mut c), [Event::Message(Message::binary(vec![7; 300]))]);
+    assert_eq!(
+        events(&mut c),
+        [Event::Message(Message::binary(vec![7; 300]))]
+    );
 }
 
 #[test]
@@ -232,7 +259,9 @@ fn streaming_mode_hands_out_pieces() {
         buf.extend_from_slice(&[*b]);
         c.receive(&mut buf, now).unwrap();
         for e in events(&mut c) {
-            let Event::Fragment(f) = e else { panic!("{e:?}") };
+            let Event::Fragment(f) = e else {
+                panic!("{e:?}")
+            };
             assert_eq!(f.kind, MessageKind::Text);
             text.extend_from_slice(&f.payload);
             fins += usize::from(f.fin);
@@ -247,7 +276,10 @@ fn limits_fail_at_the_header() {
     let config = Config::default().max_frame_size(100).max_message_size(150);
     let mut c = Connection::server(config.clone(), now);
     let big = frame(0x82, &[0; 101]);
-    assert_eq!(feed(&mut c, &big[..8], now), Err(ProtocolError::FrameTooBig));
+    assert_eq!(
+        feed(&mut c, &big[..8], now),
+        Err(ProtocolError::FrameTooBig)
+    );
     let mut c = Connection::server(config, now);
     let mut bytes = frame(0x02, &[0; 100]);
     bytes.extend(&frame(0x80, &[0; 60])[..8]);
@@ -274,7 +306,10 @@ fn keepalive_detects_a_half_dead_peer() {
     assert_eq!(&sent(&mut c)[..4], b"\x88\x18\x03\xf3");
     assert_eq!(
         events(&mut c),
-        [Event::Closed(CloseFrame::new(CloseCode::ABNORMAL, "keepalive ping timeout"))]
+        [Event::Closed(CloseFrame::new(
+            CloseCode::ABNORMAL,
+            "keepalive ping timeout"
+        ))]
     );
 }
 

@@ -264,7 +264,9 @@ mod tests {
         let (h, n) = FrameHeader::parse(b"\x82\x7E\x01\x00").unwrap().unwrap();
         assert_eq!((h.payload_len, n), (256, 4));
         // 64KiB binary message in a single unmasked frame.
-        let (h, n) = FrameHeader::parse(b"\x82\x7F\0\0\0\0\0\x01\0\0").unwrap().unwrap();
+        let (h, n) = FrameHeader::parse(b"\x82\x7F\0\0\0\0\0\x01\0\0")
+            .unwrap()
+            .unwrap();
         assert_eq!((h.payload_len, n), (65536, 10));
     }
 
