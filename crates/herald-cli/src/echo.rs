@@ -85,10 +85,16 @@ fn herald_proto_config() -> herald::ProtocolConfig {
 async fn serve<S: AsyncRead + AsyncWrite + Unpin>(acceptor: &Acceptor, io: S) {
     // The handshake's state is boxed so it is freed once done, and the
     // task that stays for the connection's life holds only the socket.
-    match Box::pin(acceptor.accept(io)).await {
-        Ok(ws) => echo(Box::new(ws)).await,
-        Err(e) => tracing::debug!("handshake failed: {e}"),
-    }
+    let ws = match Box::pin(acceptor.accept(io)).await {
+        Ok(ws) => Box::new(ws),
+        Err(e) => {
+            tracing::debug!("handshake failed: {e}");
+            return;
+        }
+    };
+    // Not inside the match above: a match's scrutinee lives to its end, so
+    // awaiting in an arm would keep the unboxed socket in the task too.
+    echo(ws).await;
 }
 
 /// Echo loop. Replies are queued, not flushed: the socket writes all that
