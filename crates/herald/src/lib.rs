@@ -75,6 +75,8 @@ mod server;
 mod socket;
 mod split;
 mod stream;
+#[cfg(feature = "hyper")]
+pub mod upgrade;
 
 pub use client::{Client, connect};
 pub use config::Config;

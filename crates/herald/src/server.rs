@@ -62,12 +62,15 @@ impl Reject {
 #[derive(Debug, Clone, Default)]
 pub struct Acceptor {
     config: Config,
+    /// One copy of the protocol settings, shared by every connection.
+    protocol: std::sync::Arc<herald_proto::Config>,
 }
 
 impl Acceptor {
     /// An acceptor with `config`.
     pub fn new(config: Config) -> Self {
-        Self { config }
+        let protocol = std::sync::Arc::new(config.protocol.clone());
+        Self { config, protocol }
     }
 
     /// The configuration.
@@ -142,17 +145,7 @@ impl Acceptor {
                 });
             }
         };
-        let mut accept = Accept::new();
-        if let Some(p) = upgrade.protocol {
-            accept = accept.protocol(p);
-        }
-        for (name, value) in upgrade.headers {
-            accept = accept.header(name, value);
-        }
-        if let Some(deflate) = &self.config.deflate {
-            accept = accept.deflate(deflate);
-        }
-        let accepted = match request.accept(accept) {
+        let accepted = match self.answer(&request, upgrade) {
             Ok(a) => a,
             Err(e) => {
                 // The hook picked something invalid: our bug, not the
@@ -164,6 +157,27 @@ impl Acceptor {
         io.write_all(&accepted.response).await?;
         io.flush().await?;
         Ok(self.socket(io, rest, accepted.protocol, accepted.deflate))
+    }
+
+    /// The 101 response for `request` as the hook's `upgrade` asks, with
+    /// this acceptor's permessage-deflate settings. Shared with the hyper
+    /// path (`upgrade.rs`), which cannot see `Upgrade`'s fields.
+    pub(crate) fn answer(
+        &self,
+        request: &Request,
+        upgrade: Upgrade,
+    ) -> Result<handshake::Accepted, HandshakeError> {
+        let mut accept = Accept::new();
+        if let Some(p) = upgrade.protocol {
+            accept = accept.protocol(p);
+        }
+        for (name, value) in upgrade.headers {
+            accept = accept.header(name, value);
+        }
+        if let Some(deflate) = &self.config.deflate {
+            accept = accept.deflate(deflate);
+        }
+        request.accept(accept)
     }
 
     /// Wraps a stream whose handshake was done elsewhere (an HTTP server's
@@ -179,7 +193,7 @@ impl Acceptor {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let now: Instant = tokio::time::Instant::now().into_std();
-        let mut core = Connection::server(self.config.protocol.clone(), now);
+        let mut core = Connection::server(self.protocol.clone(), now);
         if let (Some(params), Some(config)) = (deflate, &self.config.deflate) {
             core = core.with_deflate(params, config);
         }

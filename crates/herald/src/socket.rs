@@ -10,7 +10,7 @@ use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
@@ -51,11 +51,12 @@ pub struct WebSocket<S> {
     wbuf: BytesMut,
     timer: Timer,
     phase: Phase,
-    read_chunk: usize,
-    high_water: usize,
-    close_timeout: Duration,
+    read_chunk: u32,
+    high_water: u32,
     protocol: Option<Box<str>>,
-    close_frame: Option<CloseFrame>,
+    /// Boxed, like the error in `phase`: set once at the end, and every
+    /// byte of this struct is paid by every idle connection.
+    close_frame: Option<Box<CloseFrame>>,
     /// Task waiting in a receive; woken by [`WebSocket::try_send`] so it
     /// writes what was queued.
     reader: Option<Waker>,
@@ -75,13 +76,13 @@ enum Phase {
     /// shut the transport down. A client first waits (bounded) for the
     /// server to close TCP, as RFC 6455 7.1.1 asks.
     Closing {
-        error: Option<Error>,
+        error: Option<Box<Error>>,
         eof: bool,
         deadline: Option<Instant>,
     },
     /// The transport is shut down. `error` is reported once.
     Done {
-        error: Option<Error>,
+        error: Option<Box<Error>>,
     },
 }
 
@@ -111,7 +112,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     ) -> Self {
         Self {
             io,
-            close_timeout: core.config().close_timeout,
             core,
             read_buf,
             wq: VecDeque::new(),
@@ -120,8 +120,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             wbuf: BytesMut::new(),
             timer: Timer::default(),
             phase: Phase::Open,
-            read_chunk: config.read_chunk.max(64),
-            high_water: config.write_high_water,
+            read_chunk: config.read_chunk.clamp(64, u32::MAX as usize) as u32,
+            high_water: config.write_high_water.min(u32::MAX as usize) as u32,
             protocol: protocol.map(String::into_boxed_str),
             close_frame: None,
             reader: None,
@@ -149,7 +149,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// reason, [`CloseCode::NO_STATUS_RECEIVED`] for an empty Close frame,
     /// or [`CloseCode::ABNORMAL`] if it ended without a close handshake.
     pub fn close_frame(&self) -> Option<&CloseFrame> {
-        self.close_frame.as_ref()
+        self.close_frame.as_deref()
     }
 
     /// The underlying stream.
@@ -236,8 +236,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         loop {
             if let Some(event) = self.core.poll_event() {
-                if let Event::Closed(frame) = &event {
-                    self.close_frame = Some(frame.clone());
+                if let Event::Closed(frame) = event {
+                    self.close_frame = Some(Box::new(frame));
                     self.enter_closing(None);
                     continue;
                 }
@@ -247,7 +247,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Phase::Open => {}
                 Phase::Closing { .. } => ready!(self.poll_closing(cx)),
                 Phase::Done { ref mut error } => {
-                    return Poll::Ready(error.take().map(Err));
+                    return Poll::Ready(error.take().map(|e| Err(*e)));
                 }
             }
             if !matches!(self.phase, Phase::Open) {
@@ -270,7 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
             // Backpressure: a peer that sends but does not read (pings
             // whose pongs pile up, say) is not read from until it drains.
-            if self.buffered_amount() > self.high_water {
+            if self.buffered_amount() > self.high_water as usize {
                 self.reader_parked = true;
                 return Poll::Pending;
             }
@@ -281,7 +281,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 Poll::Ready(Ok(_)) => {
                     let now = tokio::time::Instant::now().into_std();
                     if let Err(e) = self.core.receive(&mut self.read_buf, now) {
-                        self.enter_closing(Some(Error::Protocol(e)));
+                        self.enter_closing(Some(Box::new(Error::Protocol(e))));
                     }
                 }
                 Poll::Ready(Err(e)) => self.fail_io(e),
@@ -290,8 +290,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read_buf.capacity() - self.read_buf.len() < self.read_chunk / 4 {
-            self.read_buf.reserve(self.read_chunk);
+        let chunk = self.read_chunk as usize;
+        if self.read_buf.capacity() - self.read_buf.len() < chunk / 4 {
+            self.read_buf.reserve(chunk);
         }
         let r = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf);
         if r.is_pending() && self.read_buf.is_empty() {
@@ -306,7 +307,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         r
     }
 
-    fn enter_closing(&mut self, error: Option<Error>) {
+    fn enter_closing(&mut self, error: Option<Box<Error>>) {
         if matches!(self.phase, Phase::Open) {
             self.phase = Phase::Closing {
                 error,
@@ -320,10 +321,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.core.receive_eof();
         while self.core.poll_event().is_some() {}
         if self.close_frame.is_none() {
-            self.close_frame = Some(CloseFrame::new(CloseCode::ABNORMAL, "transport error"));
+            self.close_frame = Some(Box::new(CloseFrame::new(
+                CloseCode::ABNORMAL,
+                "transport error",
+            )));
         }
         self.phase = Phase::Done {
-            error: Some(Error::Io(e)),
+            error: Some(Box::new(Error::Io(e))),
         };
     }
 
@@ -334,7 +338,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             return Poll::Pending;
         }
         let client = self.core.role() == Role::Client;
-        let close_timeout = self.close_timeout;
+        let close_timeout = self.core.config().close_timeout;
         if let Phase::Closing { eof, deadline, .. } = &mut self.phase
             && client
             && !*eof
@@ -390,7 +394,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if !matches!(self.phase, Phase::Open) || !matches!(self.core.state(), State::Open) {
             return Err(TrySendError::Closed(message));
         }
-        if self.buffered_amount() >= self.high_water {
+        if self.buffered_amount() >= self.high_water as usize {
             return Err(TrySendError::Full(message));
         }
         match self.core.send(message) {
@@ -437,7 +441,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         Ok(self
             .close_frame
-            .clone()
+            .as_deref()
+            .cloned()
             .unwrap_or_else(|| CloseFrame::new(CloseCode::ABNORMAL, "")))
     }
 
@@ -451,7 +456,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         if !matches!(self.phase, Phase::Open) || !matches!(self.core.state(), State::Open) {
             return Poll::Ready(Err(Error::User(herald_proto::UserError::AlreadyClosed)));
         }
-        while self.buffered_amount() >= self.high_water {
+        while self.buffered_amount() >= self.high_water as usize {
             if self.poll_write_queue(cx)?.is_pending() {
                 self.park_writer(cx);
                 return Poll::Pending;

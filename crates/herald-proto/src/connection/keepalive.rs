@@ -11,7 +11,7 @@
 //! clock), so a connection that only sends is closed between 1x and 2x
 //! `idle_timeout` after its last message.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -24,11 +24,10 @@ pub(super) enum Action {
     Idle,
 }
 
+/// Durations come from the connection's shared [`Config`] on each call
+/// rather than being copied here: this is per-connection memory.
 #[derive(Debug)]
 pub(super) struct Keepalive {
-    ping_interval: Option<Duration>,
-    pong_timeout: Duration,
-    idle_timeout: Option<Duration>,
     /// When to ping if nothing is heard before then.
     next_ping: Option<Instant>,
     /// A ping is out; fail if nothing is heard by then.
@@ -41,9 +40,6 @@ pub(super) struct Keepalive {
 impl Keepalive {
     pub(super) fn new(config: &Config, now: Instant) -> Self {
         Self {
-            ping_interval: config.ping_interval,
-            pong_timeout: config.pong_timeout,
-            idle_timeout: config.idle_timeout,
             next_ping: config.ping_interval.map(|d| now + d),
             pong_deadline: None,
             idle_deadline: config.idle_timeout.map(|d| now + d),
@@ -53,14 +49,14 @@ impl Keepalive {
     }
 
     /// Bytes arrived at `now`.
-    pub(super) fn heard(&mut self, now: Instant) {
+    pub(super) fn heard(&mut self, config: &Config, now: Instant) {
         self.pong_deadline = None;
-        self.next_ping = self.ping_interval.map(|d| now + d);
+        self.next_ping = config.ping_interval.map(|d| now + d);
     }
 
     /// A data message arrived at `now`.
-    pub(super) fn received_data(&mut self, now: Instant) {
-        self.idle_deadline = self.idle_timeout.map(|d| now + d);
+    pub(super) fn received_data(&mut self, config: &Config, now: Instant) {
+        self.idle_deadline = config.idle_timeout.map(|d| now + d);
     }
 
     /// A data message was queued.
@@ -75,7 +71,7 @@ impl Keepalive {
             .min()
     }
 
-    pub(super) fn on_timeout(&mut self, now: Instant) -> Action {
+    pub(super) fn on_timeout(&mut self, config: &Config, now: Instant) -> Action {
         if self.pong_deadline.is_some_and(|t| now >= t) {
             self.pong_deadline = None;
             return Action::PongTimeout;
@@ -87,12 +83,12 @@ impl Keepalive {
                 self.idle_deadline = None;
                 return Action::Idle;
             }
-            self.idle_deadline = self.idle_timeout.map(|d| now + d);
+            self.idle_deadline = config.idle_timeout.map(|d| now + d);
         }
         if self.next_ping.is_some_and(|t| now >= t) {
             // One ping at a time: the next is armed when the peer is heard.
             self.next_ping = None;
-            self.pong_deadline = Some(now + self.pong_timeout);
+            self.pong_deadline = Some(now + config.pong_timeout);
             self.pings = self.pings.wrapping_add(1);
             return Action::Ping(Bytes::copy_from_slice(&self.pings.to_be_bytes()));
         }

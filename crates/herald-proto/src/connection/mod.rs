@@ -16,6 +16,7 @@ mod keepalive;
 mod recv;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -118,7 +119,9 @@ pub enum State {
 /// A WebSocket connection after the opening handshake.
 pub struct Connection {
     role: Role,
-    config: Config,
+    /// Shared by every connection of an endpoint: settings are per
+    /// endpoint, and 88 bytes per idle connection add up.
+    config: Arc<Config>,
     state: State,
     receiver: Receiver,
     /// Boxed: 320 bytes that connections without compression do not pay.
@@ -147,16 +150,19 @@ impl std::fmt::Debug for Connection {
 
 impl Connection {
     /// The server end of a connection whose handshake completed at `now`.
-    pub fn server(config: Config, now: Instant) -> Self {
-        Self::new(Role::Server, config, None, now)
+    ///
+    /// Pass an `Arc<Config>` to share one configuration among many
+    /// connections.
+    pub fn server(config: impl Into<Arc<Config>>, now: Instant) -> Self {
+        Self::new(Role::Server, config.into(), None, now)
     }
 
     /// The client end; `mask` supplies a fresh masking key per frame.
-    pub fn client(config: Config, mask: MaskSource, now: Instant) -> Self {
-        Self::new(Role::Client, config, Some(mask), now)
+    pub fn client(config: impl Into<Arc<Config>>, mask: MaskSource, now: Instant) -> Self {
+        Self::new(Role::Client, config.into(), Some(mask), now)
     }
 
-    fn new(role: Role, config: Config, mask: Option<MaskSource>, now: Instant) -> Self {
+    fn new(role: Role, config: Arc<Config>, mask: Option<MaskSource>, now: Instant) -> Self {
         Self {
             role,
             keepalive: Keepalive::new(&config, now),
@@ -219,7 +225,7 @@ impl Connection {
             return Ok(());
         }
         if !buf.is_empty() {
-            self.keepalive.heard(now);
+            self.keepalive.heard(&self.config, now);
         }
         let result = recv::receive(self, buf, now);
         if let Err(e) = result {
@@ -266,7 +272,7 @@ impl Connection {
                     )));
                 }
             }
-            State::Open => match self.keepalive.on_timeout(now) {
+            State::Open => match self.keepalive.on_timeout(&self.config, now) {
                 keepalive::Action::None => {}
                 keepalive::Action::Ping(payload) => self.queue_control(OpCode::Ping, payload),
                 keepalive::Action::PongTimeout => {

@@ -292,7 +292,7 @@ fn on_data(
         let kind = msg.kind;
         if fin {
             conn.receiver.message = None;
-            conn.keepalive.received_data(now);
+            conn.keepalive.received_data(&conn.config, now);
         }
         if fin || !data.is_empty() {
             conn.events.push_back(Event::Fragment(Fragment {
@@ -314,7 +314,7 @@ fn on_data(
             MessageKind::Text => Message::Text(Utf8Bytes::from_validated(bytes)),
             MessageKind::Binary => Message::Binary(bytes),
         };
-        conn.keepalive.received_data(now);
+        conn.keepalive.received_data(&conn.config, now);
         conn.events.push_back(Event::Message(message));
     }
     Ok(())
