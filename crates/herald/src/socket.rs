@@ -5,7 +5,6 @@
 //! returns; all state lives in the struct, so dropping a future that
 //! called one loses nothing (cancel safety).
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
@@ -16,7 +15,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use futures_core::Stream;
 use futures_sink::Sink;
 use herald_proto::connection::{Event, Fragment, MessageKind, State};
-use herald_proto::{CloseCode, CloseFrame, Connection, Message, Role, Transmit};
+use herald_proto::{CloseCode, CloseFrame, Connection, Message, Role};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Sleep;
 
@@ -41,14 +40,10 @@ pub struct WebSocket<S> {
     /// Bytes read but not yet consumed by the core. Empty, with no
     /// allocation, whenever the connection is idle.
     read_buf: BytesMut,
-    /// Frames taken from the core and being written; the first has
-    /// `written` bytes out already.
-    wq: VecDeque<Transmit>,
-    written: usize,
-    wq_bytes: usize,
-    /// Used instead of `wq` for streams without vectored writes (TLS):
-    /// frames are packed here so that each write is one large record.
-    wbuf: BytesMut,
+    /// For streams without vectored writes (TLS): frames are packed here
+    /// so that each write makes one large record. Vectored streams are
+    /// written straight from the core's queue.
+    wbuf: Option<Box<BytesMut>>,
     timer: Timer,
     phase: Phase,
     read_chunk: u32,
@@ -92,10 +87,7 @@ impl<S> std::fmt::Debug for WebSocket<S> {
             .field("core", &self.core)
             .field("phase", &self.phase)
             .field("read_buf", &self.read_buf.len())
-            .field(
-                "queued",
-                &(self.core.buffered_amount() + self.wq_bytes - self.written + self.wbuf.len()),
-            )
+            .field("queued", &self.core.buffered_amount())
             .finish_non_exhaustive()
     }
 }
@@ -114,10 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             core,
             read_buf,
-            wq: VecDeque::new(),
-            written: 0,
-            wq_bytes: 0,
-            wbuf: BytesMut::new(),
+            wbuf: None,
             timer: Timer::default(),
             phase: Phase::Open,
             read_chunk: config.read_chunk.clamp(64, u32::MAX as usize) as u32,
@@ -159,7 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Bytes queued for the peer and not yet written.
     pub fn buffered_amount(&self) -> usize {
-        self.core.buffered_amount() + self.wq_bytes - self.written + self.wbuf.len()
+        self.core.buffered_amount() + self.wbuf.as_ref().map_or(0, |b| b.len())
     }
 
     // ----- receiving ------------------------------------------------------
@@ -290,6 +279,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read_buf.capacity() == 0 {
+            return self.poll_read_idle(cx);
+        }
         let chunk = self.read_chunk as usize;
         if self.read_buf.capacity() - self.read_buf.len() < chunk / 4 {
             self.read_buf.reserve(chunk);
@@ -300,11 +292,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             // connection at a few hundred bytes (house style: no eager
             // per-connection read buffers).
             self.read_buf = BytesMut::new();
-            if self.wq.is_empty() {
-                self.wq = VecDeque::new();
-            }
+            self.core.shrink_to_fit();
         }
         r
+    }
+
+    /// A read with no buffer: into the stack first, so a wakeup that finds
+    /// nothing, or a small message, allocates nothing or only its size.
+    /// Allocating a full chunk for each wakeup and freeing it again
+    /// fragments the heap the long-lived connections live in.
+    fn poll_read_idle(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        const STACK_READ: usize = 2048;
+        let mut stack = [0u8; STACK_READ];
+        let mut rb = tokio::io::ReadBuf::new(&mut stack);
+        if Pin::new(&mut self.io).poll_read(cx, &mut rb)?.is_pending() {
+            self.core.shrink_to_fit();
+            return Poll::Pending;
+        }
+        let filled = rb.filled();
+        if filled.len() == STACK_READ {
+            // Busy: more is probably waiting; switch to a real buffer.
+            self.read_buf.reserve(self.read_chunk as usize);
+        }
+        self.read_buf.extend_from_slice(filled);
+        Poll::Ready(Ok(filled.len()))
     }
 
     fn enter_closing(&mut self, error: Option<Box<Error>>) {
@@ -514,55 +525,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Writes queued frames until none are left: several frames per
     /// syscall (vectored), header and payload never copied together.
     fn poll_write_queue(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let vectored = self.io.is_write_vectored();
-        loop {
-            while let Some(t) = self.core.poll_transmit() {
-                if vectored {
-                    self.wq_bytes += t.len();
-                    self.wq.push_back(t);
-                } else {
-                    self.wbuf.extend_from_slice(t.head.as_bytes());
-                    self.wbuf.extend_from_slice(&t.payload);
-                }
-            }
-            if vectored {
-                if self.wq.is_empty() {
-                    break;
-                }
+        if self.io.is_write_vectored() {
+            while self.core.has_transmits() {
                 let mut slices = [IoSlice::new(&[]); MAX_IOV * 2];
-                let mut n = 0;
-                let mut skip = self.written;
-                'gather: for t in &self.wq {
-                    for part in [t.head.as_bytes(), &t.payload[..]] {
-                        if skip >= part.len() {
-                            skip -= part.len();
-                            continue;
-                        }
-                        slices[n] = IoSlice::new(&part[skip..]);
-                        skip = 0;
-                        n += 1;
-                        if n == slices.len() {
-                            break 'gather;
-                        }
-                    }
-                }
+                let n = self.core.transmit_slices(&mut slices);
                 let w = ready!(Pin::new(&mut self.io).poll_write_vectored(cx, &slices[..n]))?;
                 if w == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.advance_written(w);
-            } else {
-                if self.wbuf.is_empty() {
+                self.core.advance_transmit(w);
+            }
+        } else {
+            loop {
+                let buf = self.wbuf.get_or_insert_with(Default::default);
+                while let Some(t) = self.core.poll_transmit() {
+                    buf.extend_from_slice(t.head.as_bytes());
+                    buf.extend_from_slice(&t.payload);
+                }
+                if buf.is_empty() {
+                    self.wbuf = None;
                     break;
                 }
-                let w = ready!(Pin::new(&mut self.io).poll_write(cx, &self.wbuf))?;
+                let w = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
                 if w == 0 {
                     return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
                 }
-                self.wbuf.advance(w);
-                if self.wbuf.is_empty() {
-                    self.wbuf = BytesMut::new();
-                }
+                buf.advance(w);
             }
         }
         ready!(Pin::new(&mut self.io).poll_flush(cx))?;
@@ -576,21 +564,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             w.wake();
         }
         Poll::Ready(Ok(()))
-    }
-
-    fn advance_written(&mut self, mut n: usize) {
-        while n > 0 {
-            let Some(front) = self.wq.front() else { break };
-            let left = front.len() - self.written;
-            if n < left {
-                self.written += n;
-                return;
-            }
-            n -= left;
-            self.wq_bytes -= front.len();
-            self.written = 0;
-            self.wq.pop_front();
-        }
     }
 }
 

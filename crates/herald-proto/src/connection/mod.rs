@@ -130,6 +130,9 @@ pub struct Connection {
     /// `true` if it is compressed.
     sending: Option<bool>,
     transmits: VecDeque<Transmit>,
+    /// Bytes of the first transmit already written (see
+    /// [`Connection::advance_transmit`]).
+    transmitted: usize,
     buffered: usize,
     events: VecDeque<Event>,
     keepalive: Keepalive,
@@ -172,6 +175,7 @@ impl Connection {
             deflate: None,
             sending: None,
             transmits: VecDeque::new(),
+            transmitted: 0,
             buffered: 0,
             events: VecDeque::new(),
             mask,
@@ -297,10 +301,76 @@ impl Connection {
     // ----- output -------------------------------------------------------
 
     /// The next frame to write, if any.
+    ///
+    /// Either take whole frames with this, or write in place with
+    /// [`Connection::transmit_slices`] and [`Connection::advance_transmit`];
+    /// after a partial `advance_transmit`, this returns the rest of the
+    /// frame's payload only if the header was written whole, so finish
+    /// the frame with `advance_transmit` first.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         let t = self.transmits.pop_front()?;
-        self.buffered -= t.len();
+        self.buffered -= t.len() - std::mem::take(&mut self.transmitted);
         Some(t)
+    }
+
+    /// Fills `out` with the queued bytes, oldest first (header and payload
+    /// of each frame as separate slices), for one vectored write without
+    /// copying. Returns how many slices were filled. Then report what the
+    /// write took with [`Connection::advance_transmit`].
+    pub fn transmit_slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        let mut skip = self.transmitted;
+        for t in &self.transmits {
+            for part in [t.head.as_bytes(), &t.payload[..]] {
+                if n == out.len() {
+                    return n;
+                }
+                if skip >= part.len() {
+                    skip -= part.len();
+                    continue;
+                }
+                out[n] = std::io::IoSlice::new(&part[skip..]);
+                skip = 0;
+                n += 1;
+            }
+        }
+        n
+    }
+
+    /// Marks `n` bytes from [`Connection::transmit_slices`] as written.
+    pub fn advance_transmit(&mut self, mut n: usize) {
+        n = n.min(self.buffered);
+        self.buffered -= n;
+        while n > 0 {
+            let Some(front) = self.transmits.front() else {
+                break;
+            };
+            let left = front.len() - self.transmitted;
+            if n < left {
+                self.transmitted += n;
+                return;
+            }
+            n -= left;
+            self.transmitted = 0;
+            self.transmits.pop_front();
+        }
+    }
+
+    /// Whether frames are waiting to be written.
+    pub fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
+    /// Frees the memory of empty queues; for an I/O layer to call when the
+    /// connection goes idle, so that an idle connection holds only this
+    /// struct.
+    pub fn shrink_to_fit(&mut self) {
+        if self.transmits.is_empty() {
+            self.transmits = VecDeque::new();
+        }
+        if self.events.is_empty() {
+            self.events = VecDeque::new();
+        }
     }
 
     /// The next event, if any.

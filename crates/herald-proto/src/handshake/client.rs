@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::deflate::{DeflateConfig, DeflateParams};
 
 use super::headers::{self, HeaderList};
-use super::{HandshakeError, HandshakeLimits, accept_key};
+use super::{HandshakeError, HandshakeLimits, STACK_HEADERS, accept_key, header_slots};
 
 /// Fields of the request the handshake writes itself; extra fields may not
 /// repeat them.
@@ -189,8 +189,10 @@ impl ExpectResponse {
     ) -> Result<Option<(Response, usize)>, HandshakeError> {
         // As for requests: never look past the limit.
         let window = &buf[..buf.len().min(limits.max_header_bytes)];
-        let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-        let mut resp = httparse::Response::new(&mut fields);
+        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+        let mut heap = Vec::new();
+        let fields = header_slots(&mut stack, &mut heap, limits.max_headers);
+        let mut resp = httparse::Response::new(fields);
         match resp.parse(window) {
             Ok(httparse::Status::Complete(len)) => {
                 let (Some(status), Some(version)) = (resp.code, resp.version) else {

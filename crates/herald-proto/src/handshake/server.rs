@@ -6,7 +6,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::deflate::{DeflateConfig, DeflateParams};
 
 use super::headers::{self, HeaderList};
-use super::{HandshakeError, HandshakeLimits, accept_key, reject_response};
+use super::{
+    HandshakeError, HandshakeLimits, STACK_HEADERS, accept_key, header_slots, reject_response,
+};
 
 /// Fields of the 101 response the handshake writes itself; the caller may
 /// not add them again. A 1xx response has no body, and RFC 7230 3.3.2 says a
@@ -42,8 +44,10 @@ pub fn parse_request(
     // Parse no more than the limit: a head that fits completes within it,
     // and bytes past it would be refused anyway.
     let window = &buf[..buf.len().min(limits.max_header_bytes)];
-    let mut fields = vec![httparse::EMPTY_HEADER; limits.max_headers];
-    let mut req = httparse::Request::new(&mut fields);
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let fields = header_slots(&mut stack, &mut heap, limits.max_headers);
+    let mut req = httparse::Request::new(fields);
     match req.parse(window) {
         Ok(httparse::Status::Complete(len)) => {
             let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
