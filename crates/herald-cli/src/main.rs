@@ -1,5 +1,6 @@
 //! `herald`: one binary for the WebSocket tools.
 //!
+//! - `herald serve`: the push server (channels, HTTP API, demos).
 //! - `herald echo`: an echo server, the target of conformance and
 //!   benchmark runs.
 //! - `herald connect`: an interactive client (stdin lines out, messages in).
@@ -10,6 +11,7 @@ mod bench;
 mod conformance;
 mod connect;
 mod echo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +24,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the push server: WebSocket channels, HTTP publish API, demos.
+    Serve(serve::Args),
     /// Echo every text and binary message back.
     Echo(echo::Args),
     /// Connect to a WebSocket server: stdin lines become messages, incoming
@@ -29,7 +33,7 @@ enum Command {
     Connect(connect::Args),
     /// Run a conformance suite's cases in client mode (fuzzing-server protocol).
     ConformanceClient(conformance::Args),
-    /// Load generators: idle memory per connection.
+    /// Load generators: echo, handshake, idle memory per connection.
     Bench(bench::Args),
 }
 
@@ -45,6 +49,7 @@ fn main() -> std::process::ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
         Command::Echo(args) => echo::run(args),
         Command::Connect(args) => connect::run(args),
         Command::ConformanceClient(args) => conformance::run(args),

@@ -1,0 +1,287 @@
+//! Server settings: defaults that run with no file, overridable by a TOML
+//! file, then `HERALD_*` environment variables, then command-line flags
+//! (applied by the CLI in that order).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `herald serve` needs. `ServerConfig::default()` is the
+/// embedded default: 127.0.0.1:8080, in-memory hub, demo namespaces, dev
+/// mode (no token required).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// HMAC secret for connection tokens (JWT HS256). When set, `connect`
+    /// requires a valid token; when unset (dev mode), tokens are optional
+    /// and every channel is allowed.
+    pub token_secret: Option<String>,
+    /// Key for the HTTP API (`Authorization: apikey <key>`). When unset,
+    /// the API accepts requests from loopback addresses only.
+    pub api_key: Option<String>,
+    /// Origins allowed besides the server's own (`https://app.example`).
+    /// Browsers from other origins are refused with 403.
+    pub allowed_origins: Vec<String>,
+    /// Most concurrent WebSocket connections; more are refused with 503.
+    pub max_connections: usize,
+    /// Largest message a client may send, in bytes.
+    pub max_message_size: usize,
+    /// Commands per second a connection may send (burst: twice that).
+    pub max_commands_per_second: u32,
+    /// Most channels one connection may subscribe to.
+    pub max_subscriptions: usize,
+    /// Time to complete the WebSocket handshake and send `connect`.
+    #[serde(with = "secs")]
+    pub handshake_timeout: Duration,
+    /// WebSocket keepalive ping interval (the client also sends
+    /// application pings; see the protocol).
+    #[serde(with = "secs")]
+    pub ping_interval: Duration,
+    /// On shutdown, clients are told to reconnect spread over this window.
+    #[serde(with = "secs")]
+    pub drain: Duration,
+    /// Run the simulated price feed on `quotes:*` and the game on `game:*`.
+    pub demos: bool,
+    /// Channel namespaces by name: the part of a channel name before `:`.
+    /// The namespace `""` holds channels without a colon.
+    pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// Options of one channel namespace.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NamespaceConfig {
+    /// Clients may publish (otherwise only the HTTP API and the server).
+    pub allow_publish: bool,
+    /// Presence is kept and clients may ask for it.
+    pub presence: bool,
+    /// Subscribers get join and leave pushes.
+    pub join_leave: bool,
+    /// Publications kept per channel for history and recovery.
+    pub history_size: usize,
+    /// How long a publication is kept, in seconds.
+    #[serde(with = "secs")]
+    pub history_ttl: Duration,
+    /// Size of each subscriber's outgoing queue, in messages.
+    pub queue_size: usize,
+    /// What happens when a subscriber's queue is full.
+    pub on_full: QueuePolicy,
+}
+
+/// What to do when a slow subscriber's queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueuePolicy {
+    /// Close the connection with 4001 "slow consumer"; it reconnects and
+    /// recovers from history.
+    Disconnect,
+    /// Drop the oldest queued message.
+    DropOldest,
+    /// Keep only the newest message per channel (ticker-like data where
+    /// only the latest value matters); if the new message's channel has
+    /// nothing queued, drop the oldest.
+    Latest,
+}
+
+impl Default for NamespaceConfig {
+    fn default() -> Self {
+        Self {
+            allow_publish: false,
+            presence: false,
+            join_leave: false,
+            history_size: 0,
+            history_ttl: Duration::from_secs(300),
+            queue_size: 1024,
+            on_full: QueuePolicy::Disconnect,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        let mut namespaces = BTreeMap::new();
+        namespaces.insert(String::new(), NamespaceConfig::default());
+        namespaces.insert(
+            "chat".into(),
+            NamespaceConfig {
+                allow_publish: true,
+                presence: true,
+                join_leave: true,
+                history_size: 100,
+                ..Default::default()
+            },
+        );
+        namespaces.insert(
+            "quotes".into(),
+            NamespaceConfig {
+                history_size: 10,
+                history_ttl: Duration::from_secs(60),
+                queue_size: 64,
+                on_full: QueuePolicy::Latest,
+                ..Default::default()
+            },
+        );
+        namespaces.insert(
+            "game".into(),
+            NamespaceConfig {
+                allow_publish: true,
+                presence: true,
+                join_leave: true,
+                queue_size: 256,
+                on_full: QueuePolicy::DropOldest,
+                ..Default::default()
+            },
+        );
+        Self {
+            listen: ([127, 0, 0, 1], 8080).into(),
+            token_secret: None,
+            api_key: None,
+            allowed_origins: Vec::new(),
+            max_connections: 100_000,
+            max_message_size: 64 << 10,
+            max_commands_per_second: 100,
+            max_subscriptions: 128,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(25),
+            drain: Duration::from_secs(5),
+            demos: true,
+            namespaces,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Reads a TOML file over the defaults; namespaces named in the file
+    /// replace the default ones of the same name.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        let file: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        let mut config = Self::default();
+        let defaults = std::mem::take(&mut config.namespaces);
+        config = Self {
+            namespaces: defaults
+                .into_iter()
+                .chain(file.namespaces.clone())
+                .collect(),
+            ..file
+        };
+        Ok(config)
+    }
+
+    /// Applies `HERALD_*` environment variables (from `vars`, usually
+    /// `std::env::vars()`): LISTEN, TOKEN_SECRET, API_KEY,
+    /// ALLOWED_ORIGINS (comma-separated), MAX_CONNECTIONS,
+    /// MAX_MESSAGE_SIZE, DEMOS (true/false).
+    pub fn apply_env(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), String> {
+        for (key, value) in vars {
+            let Some(name) = key.strip_prefix("HERALD_") else {
+                continue;
+            };
+            let bad = |_| format!("invalid {key}: {value}");
+            match name {
+                "LISTEN" => self.listen = value.parse().map_err(|_| format!("invalid {key}"))?,
+                "TOKEN_SECRET" => self.token_secret = Some(value.clone()),
+                "API_KEY" => self.api_key = Some(value.clone()),
+                "ALLOWED_ORIGINS" => {
+                    self.allowed_origins = value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                        .map(String::from)
+                        .collect()
+                }
+                "MAX_CONNECTIONS" => self.max_connections = value.parse().map_err(bad)?,
+                "MAX_MESSAGE_SIZE" => self.max_message_size = value.parse().map_err(bad)?,
+                "DEMOS" => self.demos = value.parse().map_err(|_| format!("invalid {key}"))?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The namespace of `channel`, if the name is valid and the namespace
+    /// exists. Channel names: 1-255 bytes of `[A-Za-z0-9_.:@/-]`.
+    pub fn namespace_of(&self, channel: &str) -> Option<(&str, &NamespaceConfig)> {
+        if channel.is_empty()
+            || channel.len() > 255
+            || !channel
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.:@/-".contains(&b))
+        {
+            return None;
+        }
+        let ns = channel.split_once(':').map_or("", |(ns, _)| ns);
+        self.namespaces
+            .get_key_value(ns)
+            .map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_defaults() {
+        let c = ServerConfig::from_toml(
+            r#"
+            listen = "127.0.0.1:9999"
+            allowed_origins = ["https://app.example"]
+            [namespaces.news]
+            history_size = 5
+            on_full = "drop_oldest"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9999);
+        assert_eq!(c.namespaces["news"].history_size, 5);
+        assert!(c.namespaces.contains_key("chat"), "defaults kept");
+        assert!(ServerConfig::from_toml("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn channel_names() {
+        let c = ServerConfig::default();
+        assert_eq!(c.namespace_of("chat:lobby").unwrap().0, "chat");
+        assert_eq!(c.namespace_of("plain").unwrap().0, "");
+        assert!(c.namespace_of("nope:x").is_none());
+        assert!(c.namespace_of("chat:a b").is_none());
+        assert!(c.namespace_of("").is_none());
+    }
+
+    #[test]
+    fn env_vars() {
+        let mut c = ServerConfig::default();
+        c.apply_env([
+            ("HERALD_LISTEN".to_string(), "127.0.0.1:1234".to_string()),
+            ("HERALD_ALLOWED_ORIGINS".into(), "http://a, http://b".into()),
+            ("PATH".into(), "/bin".into()),
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 1234);
+        assert_eq!(c.allowed_origins, ["http://a", "http://b"]);
+        assert!(
+            c.apply_env([("HERALD_MAX_CONNECTIONS".into(), "x".into())])
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,669 @@
+//! The hub: channels, their subscribers, history and presence.
+//!
+//! One publication is serialized once into a text frame payload; every
+//! subscriber's outbox gets a reference-counted handle to the same bytes.
+//! A subscribe reply is queued into the subscriber's outbox while the
+//! channel is locked, so no publication can overtake it and recovery never
+//! leaves a gap or a duplicate between the recovered publications and the
+//! live ones.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use herald::Utf8Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::config::{NamespaceConfig, QueuePolicy, ServerConfig};
+use crate::endpoint::Endpoint;
+use crate::metrics::Metrics;
+use crate::outbox::{Item, Outbox, Pushed};
+use crate::protocol::{self, ClientInfo, ErrorCode, Publication};
+
+/// A connection as the hub knows it.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// Unique id, also in `info.client`.
+    pub(crate) id: u64,
+    pub(crate) info: Arc<ClientInfo>,
+    pub(crate) outbox: Arc<Outbox>,
+    /// Channels this client may subscribe to (token claim); `None`: all.
+    pub(crate) allowed: Option<Vec<String>>,
+    /// Set to close the connection with (code, reason): API disconnect,
+    /// shutdown.
+    pub(crate) kick: Mutex<Option<(u16, String)>>,
+}
+
+impl Client {
+    /// Whether the token allows `channel`: exact names, or prefixes ending
+    /// in `*` (`chat:*`).
+    pub(crate) fn may_access(&self, channel: &str) -> bool {
+        self.allowed.as_ref().is_none_or(|list| {
+            list.iter().any(|p| match p.strip_suffix('*') {
+                Some(prefix) => channel.starts_with(prefix),
+                None => p == channel,
+            })
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Channel {
+    epoch: Arc<str>,
+    name: Arc<str>,
+    /// The last offset given out; 0 before the first publication.
+    top: u64,
+    history: VecDeque<(Instant, Publication)>,
+    subscribers: HashMap<u64, Arc<Client>>,
+}
+
+/// Result of a publish.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Published {
+    /// The publication's offset in its channel.
+    pub offset: u64,
+    /// The channel's epoch.
+    pub epoch: String,
+    /// Subscribers it was queued for.
+    pub delivered: usize,
+}
+
+/// Result of a subscribe, sent in the reply.
+#[derive(Debug, Serialize)]
+struct Subscribed<'a> {
+    epoch: &'a str,
+    offset: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    recovered: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    publications: Vec<&'a Publication>,
+}
+
+/// The channels of one server (the in-memory broker).
+#[derive(Debug)]
+pub struct Hub {
+    config: Arc<ServerConfig>,
+    channels: Mutex<HashMap<Arc<str>, Channel>>,
+    clients: Mutex<HashMap<u64, Arc<Client>>>,
+    next_client: AtomicU64,
+    metrics: Arc<Metrics>,
+    endpoints: std::sync::RwLock<HashMap<String, Arc<dyn Endpoint>>>,
+}
+
+impl std::fmt::Debug for dyn Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Endpoint")
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn new_epoch() -> Arc<str> {
+    format!("{:08x}", rand::random::<u32>()).into()
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(config: Arc<ServerConfig>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            config,
+            channels: Mutex::default(),
+            clients: Mutex::default(),
+            next_client: AtomicU64::new(1),
+            metrics,
+            endpoints: Default::default(),
+        }
+    }
+
+    /// Attaches `endpoint` to `namespace` (which must exist in the
+    /// configuration): its client publications go to the endpoint.
+    pub fn set_endpoint(&self, namespace: &str, endpoint: Arc<dyn Endpoint>) {
+        self.endpoints
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(namespace.to_owned(), endpoint);
+    }
+
+    /// The endpoint owning `channel`'s namespace, with the namespace name.
+    pub(crate) fn endpoint_for(&self, channel: &str) -> Option<(String, Arc<dyn Endpoint>)> {
+        let (ns, _) = self.config.namespace_of(channel)?;
+        let endpoints = self.endpoints.read().unwrap_or_else(|p| p.into_inner());
+        endpoints.get(ns).map(|e| (ns.to_owned(), e.clone()))
+    }
+
+    /// Sessions subscribed to any channel of `namespace`.
+    pub fn sessions(&self, namespace: &str) -> Vec<crate::endpoint::Session> {
+        let channels = lock(&self.channels);
+        let mut seen = std::collections::HashSet::new();
+        channels
+            .iter()
+            .filter(|(name, _)| {
+                self.config
+                    .namespace_of(name)
+                    .is_some_and(|(ns, _)| ns == namespace)
+            })
+            .flat_map(|(_, ch)| ch.subscribers.values())
+            .filter(|c| seen.insert(c.id))
+            .map(|c| crate::endpoint::Session::new(c.clone()))
+            .collect()
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn namespace(&self, channel: &str) -> Result<&NamespaceConfig, ErrorCode> {
+        self.config
+            .namespace_of(channel)
+            .map(|(_, ns)| ns)
+            .ok_or(ErrorCode::UnknownChannel)
+    }
+
+    /// Registers a connection that completed `connect`.
+    pub(crate) fn register(
+        &self,
+        user: String,
+        name: Option<String>,
+        allowed: Option<Vec<String>>,
+    ) -> Arc<Client> {
+        let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let client = Arc::new(Client {
+            id,
+            info: Arc::new(ClientInfo {
+                client: id.to_string(),
+                user,
+                name,
+            }),
+            outbox: Arc::default(),
+            allowed,
+            kick: Mutex::new(None),
+        });
+        lock(&self.clients).insert(id, client.clone());
+        client
+    }
+
+    /// Removes a connection from every channel (leave pushes go out) and
+    /// from the hub. Returns the namespaces it had joined that have an
+    /// endpoint.
+    pub(crate) fn unregister(&self, client: &Client) -> Vec<(String, Arc<dyn Endpoint>)> {
+        lock(&self.clients).remove(&client.id);
+        let mut channels = lock(&self.channels);
+        let names: Vec<Arc<str>> = channels
+            .iter()
+            .filter(|(_, ch)| ch.subscribers.contains_key(&client.id))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in &names {
+            self.leave(&mut channels, name, client);
+        }
+        drop(channels);
+        let mut joined: Vec<(String, Arc<dyn Endpoint>)> = Vec::new();
+        for name in &names {
+            if let Some((ns, e)) = self.endpoint_for(name)
+                && !joined.iter().any(|(n, _)| *n == ns)
+            {
+                joined.push((ns, e));
+            }
+        }
+        joined
+    }
+
+    /// Publishes `data` to `channel`, from a client (`info`) or the server.
+    pub fn publish(
+        &self,
+        channel: &str,
+        data: Box<RawValue>,
+        info: Option<&ClientInfo>,
+    ) -> Result<Published, ErrorCode> {
+        let ns = self.namespace(channel)?;
+        let mut channels = lock(&self.channels);
+        let ch = Self::channel(&mut channels, channel);
+        ch.top += 1;
+        let publication = Publication {
+            offset: ch.top,
+            data,
+            info: info.cloned(),
+        };
+        let text = Utf8Bytes::from(protocol::push_publication(channel, &ch.epoch, &publication));
+        self.metrics.publication(text.len());
+        if ns.history_size > 0 {
+            let now = Instant::now();
+            ch.history.push_back((now, publication));
+            trim_history(ch, ns, now);
+        }
+        let mut delivered = 0;
+        for sub in ch.subscribers.values() {
+            let item = Item {
+                key: Some(ch.name.clone()),
+                text: text.clone(),
+            };
+            match sub.outbox.push(item, ns.queue_size, ns.on_full) {
+                Pushed::Queued => {}
+                Pushed::Dropped | Pushed::Replaced => self.metrics.queue_drop(ns.on_full),
+                Pushed::Overflow => {
+                    self.metrics.queue_drop(QueuePolicy::Disconnect);
+                    continue;
+                }
+            }
+            delivered += 1;
+        }
+        self.metrics.messages_out(delivered, text.len());
+        let published = Published {
+            offset: ch.top,
+            epoch: ch.epoch.to_string(),
+            delivered,
+        };
+        if ch.subscribers.is_empty() && ch.history.is_empty() {
+            channels.remove(channel);
+        }
+        Ok(published)
+    }
+
+    fn channel<'a>(channels: &'a mut HashMap<Arc<str>, Channel>, name: &str) -> &'a mut Channel {
+        if !channels.contains_key(name) {
+            let name: Arc<str> = name.into();
+            channels.insert(
+                name.clone(),
+                Channel {
+                    epoch: new_epoch(),
+                    name,
+                    top: 0,
+                    history: VecDeque::new(),
+                    subscribers: HashMap::new(),
+                },
+            );
+        }
+        channels.get_mut(name).expect("inserted above")
+    }
+
+    /// Subscribes `client` and queues the reply for command `id` (with the
+    /// recovered publications when asked), all under the channel's lock.
+    pub(crate) fn subscribe(
+        &self,
+        client: &Arc<Client>,
+        id: u32,
+        params: &protocol::SubscribeParams,
+    ) -> Result<(), ErrorCode> {
+        let channel = params.channel.as_str();
+        let ns = self.namespace(channel)?;
+        if !client.may_access(channel) {
+            return Err(ErrorCode::PermissionDenied);
+        }
+        let mut channels = lock(&self.channels);
+        let count = channels
+            .values()
+            .filter(|ch| ch.subscribers.contains_key(&client.id))
+            .count();
+        if channels
+            .get(channel)
+            .is_some_and(|ch| ch.subscribers.contains_key(&client.id))
+        {
+            return Err(ErrorCode::AlreadySubscribed);
+        }
+        if count >= self.config.max_subscriptions {
+            return Err(ErrorCode::LimitExceeded);
+        }
+        let ch = Self::channel(&mut channels, channel);
+        trim_history(ch, ns, Instant::now());
+        let (recovered, publications) = if params.recover {
+            recover(ch, params.epoch.as_deref(), params.offset.unwrap_or(0))
+        } else {
+            (None, Vec::new())
+        };
+        let reply = protocol::reply(
+            id,
+            &Subscribed {
+                epoch: &ch.epoch,
+                offset: ch.top,
+                recovered,
+                publications,
+            },
+        );
+        client.outbox.push(
+            Item {
+                key: None,
+                text: reply.into(),
+            },
+            usize::MAX,
+            QueuePolicy::DropOldest,
+        );
+        if ns.join_leave {
+            self.fan_out(
+                ch,
+                ns,
+                &protocol::push_presence(channel, "join", &client.info),
+            );
+        }
+        ch.subscribers.insert(client.id, client.clone());
+        self.metrics.subscriptions(1);
+        Ok(())
+    }
+
+    /// Unsubscribes `client` from `channel`.
+    pub(crate) fn unsubscribe(&self, client: &Client, channel: &str) -> Result<(), ErrorCode> {
+        self.namespace(channel)?;
+        let mut channels = lock(&self.channels);
+        if !channels
+            .get(channel)
+            .is_some_and(|ch| ch.subscribers.contains_key(&client.id))
+        {
+            return Err(ErrorCode::NotSubscribed);
+        }
+        self.leave(&mut channels, channel, client);
+        Ok(())
+    }
+
+    fn leave(&self, channels: &mut HashMap<Arc<str>, Channel>, channel: &str, client: &Client) {
+        let Some(ch) = channels.get_mut(channel) else {
+            return;
+        };
+        if ch.subscribers.remove(&client.id).is_none() {
+            return;
+        }
+        self.metrics.subscriptions(-1);
+        if let Ok(ns) = self.namespace(channel)
+            && ns.join_leave
+        {
+            self.fan_out(
+                ch,
+                ns,
+                &protocol::push_presence(channel, "leave", &client.info),
+            );
+        }
+        if ch.subscribers.is_empty() && ch.history.is_empty() {
+            channels.remove(channel);
+        }
+    }
+
+    fn fan_out(&self, ch: &Channel, ns: &NamespaceConfig, text: &str) {
+        let text = Utf8Bytes::from(text);
+        for sub in ch.subscribers.values() {
+            let item = Item {
+                key: None,
+                text: text.clone(),
+            };
+            if sub.outbox.push(item, ns.queue_size, ns.on_full) != Pushed::Queued {
+                self.metrics.queue_drop(ns.on_full);
+            }
+        }
+    }
+
+    /// Who is subscribed to `channel`, where its namespace keeps presence.
+    pub fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, ErrorCode> {
+        if !self.namespace(channel)?.presence {
+            return Err(ErrorCode::PermissionDenied);
+        }
+        let channels = lock(&self.channels);
+        Ok(channels
+            .get(channel)
+            .map(|ch| ch.subscribers.values().map(|c| (*c.info).clone()).collect())
+            .unwrap_or_default())
+    }
+
+    /// The kept publications of `channel`, newest last, and its epoch and
+    /// top offset.
+    pub fn history(
+        &self,
+        channel: &str,
+        limit: Option<usize>,
+    ) -> Result<serde_json::Value, ErrorCode> {
+        let ns = self.namespace(channel)?;
+        let mut channels = lock(&self.channels);
+        let Some(ch) = channels.get_mut(channel) else {
+            return Ok(serde_json::json!({"epoch": "", "offset": 0, "publications": []}));
+        };
+        trim_history(ch, ns, Instant::now());
+        let n = limit.unwrap_or(usize::MAX).min(ch.history.len());
+        let pubs: Vec<&Publication> = ch
+            .history
+            .iter()
+            .skip(ch.history.len() - n)
+            .map(|(_, p)| p)
+            .collect();
+        Ok(serde_json::json!({"epoch": &*ch.epoch, "offset": ch.top, "publications": pubs}))
+    }
+
+    /// Channels with subscribers or history, with their subscriber counts.
+    pub fn channels(&self) -> Vec<(String, usize)> {
+        let mut list: Vec<(String, usize)> = lock(&self.channels)
+            .iter()
+            .map(|(name, ch)| (name.to_string(), ch.subscribers.len()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// Live connections.
+    pub fn connection_count(&self) -> usize {
+        lock(&self.clients).len()
+    }
+
+    /// Asks connection `client` (its id as a string) to close with `code`
+    /// and `reason`. Returns whether it was found.
+    pub fn disconnect(&self, client: &str, code: u16, reason: &str) -> bool {
+        let Ok(id) = client.parse::<u64>() else {
+            return false;
+        };
+        let Some(c) = lock(&self.clients).get(&id).cloned() else {
+            return false;
+        };
+        kick(&c, code, reason);
+        true
+    }
+
+    /// Every live connection, for shutdown.
+    pub(crate) fn clients(&self) -> Vec<Arc<Client>> {
+        lock(&self.clients).values().cloned().collect()
+    }
+
+    /// Drops channels with neither subscribers nor unexpired history.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        let mut channels = lock(&self.channels);
+        channels.retain(|name, ch| {
+            if let Some((_, ns)) = self.config.namespace_of(name) {
+                trim_history(ch, ns, now);
+            }
+            !(ch.subscribers.is_empty() && ch.history.is_empty())
+        });
+    }
+}
+
+/// Sets the kick and wakes the connection's task.
+pub(crate) fn kick(client: &Client, code: u16, reason: &str) {
+    *lock(&client.kick) = Some((code, reason.to_owned()));
+    client.outbox.wake();
+}
+
+fn trim_history(ch: &mut Channel, ns: &NamespaceConfig, now: Instant) {
+    while ch.history.len() > ns.history_size {
+        ch.history.pop_front();
+    }
+    while ch
+        .history
+        .front()
+        .is_some_and(|(at, _)| now.duration_since(*at) > ns.history_ttl)
+    {
+        ch.history.pop_front();
+    }
+}
+
+/// What a client that last saw (`epoch`, `offset`) missed: `recovered` is
+/// true only if every publication after `offset` is still in history.
+fn recover<'a>(
+    ch: &'a Channel,
+    epoch: Option<&str>,
+    offset: u64,
+) -> (Option<bool>, Vec<&'a Publication>) {
+    if epoch != Some(&*ch.epoch) || offset > ch.top {
+        // A different epoch: the channel was recreated (or this server
+        // restarted) and offsets mean nothing any more.
+        return (Some(false), Vec::new());
+    }
+    let missed: Vec<&Publication> = ch
+        .history
+        .iter()
+        .map(|(_, p)| p)
+        .filter(|p| p.offset > offset)
+        .collect();
+    let complete = match missed.first() {
+        Some(first) => first.offset == offset + 1,
+        None => offset == ch.top,
+    };
+    (Some(complete), missed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hub() -> Hub {
+        Hub::new(
+            Arc::new(ServerConfig::default()),
+            Arc::new(Metrics::default()),
+        )
+    }
+
+    fn raw(s: &str) -> Box<RawValue> {
+        RawValue::from_string(s.into()).unwrap()
+    }
+
+    fn drain(c: &Client) -> Vec<String> {
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        let mut out = Vec::new();
+        let _ = c.outbox.poll_take(&mut cx, usize::MAX, &mut out);
+        out.into_iter().map(|i| i.text.to_string()).collect()
+    }
+
+    fn sub(
+        channel: &str,
+        recover: bool,
+        epoch: Option<&str>,
+        offset: Option<u64>,
+    ) -> protocol::SubscribeParams {
+        protocol::SubscribeParams {
+            channel: channel.into(),
+            recover,
+            epoch: epoch.map(Into::into),
+            offset,
+        }
+    }
+
+    #[test]
+    fn publish_reaches_subscribers_in_order_with_offsets() {
+        let hub = hub();
+        let a = hub.register("u1".into(), None, None);
+        hub.subscribe(&a, 1, &sub("chat:x", false, None, None))
+            .unwrap();
+        let p1 = hub.publish("chat:x", raw("1"), None).unwrap();
+        let p2 = hub.publish("chat:x", raw("2"), None).unwrap();
+        assert_eq!((p1.offset, p2.offset, p2.delivered), (1, 2, 1));
+        let got = drain(&a);
+        assert!(
+            got[0].starts_with(r#"{"id":1,"result":{"epoch":"#),
+            "{got:?}"
+        );
+        assert!(got[1].contains(r#""offset":1,"data":1"#));
+        assert!(got[2].contains(r#""offset":2,"data":2"#));
+    }
+
+    #[test]
+    fn recovery_fills_the_gap_or_says_it_cannot() {
+        let hub = hub();
+        let a = hub.register("u".into(), None, None);
+        hub.subscribe(&a, 1, &sub("chat:r", false, None, None))
+            .unwrap();
+        hub.publish("chat:r", raw("1"), None).unwrap();
+        let epoch = hub.history("chat:r", None).unwrap()["epoch"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        hub.unregister(&a);
+        for i in 2..=4 {
+            hub.publish("chat:r", raw(&i.to_string()), None).unwrap();
+        }
+        let b = hub.register("u".into(), None, None);
+        hub.subscribe(&b, 2, &sub("chat:r", true, Some(&epoch), Some(1)))
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&drain(&b)[0]).unwrap();
+        assert_eq!(reply["result"]["recovered"], true);
+        let offsets: Vec<u64> = reply["result"]["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, [2, 3, 4]);
+
+        let c = hub.register("u".into(), None, None);
+        hub.subscribe(&c, 3, &sub("chat:r", true, Some("other"), Some(1)))
+            .unwrap();
+        let reply: serde_json::Value = serde_json::from_str(&drain(&c)[0]).unwrap();
+        assert_eq!(reply["result"]["recovered"], false);
+    }
+
+    #[test]
+    fn permissions_and_namespaces() {
+        let hub = hub();
+        let a = hub.register(
+            "u".into(),
+            None,
+            Some(vec!["chat:mine".into(), "quotes:*".into()]),
+        );
+        assert_eq!(
+            hub.subscribe(&a, 1, &sub("chat:other", false, None, None)),
+            Err(ErrorCode::PermissionDenied)
+        );
+        assert!(
+            hub.subscribe(&a, 2, &sub("quotes:ACME", false, None, None))
+                .is_ok()
+        );
+        assert_eq!(
+            hub.subscribe(&a, 3, &sub("quotes:ACME", false, None, None)),
+            Err(ErrorCode::AlreadySubscribed)
+        );
+        assert_eq!(
+            hub.subscribe(&a, 4, &sub("nope:x", false, None, None)),
+            Err(ErrorCode::UnknownChannel)
+        );
+        assert_eq!(
+            hub.unsubscribe(&a, "chat:mine"),
+            Err(ErrorCode::NotSubscribed)
+        );
+        assert_eq!(
+            hub.presence("quotes:ACME"),
+            Err(ErrorCode::PermissionDenied)
+        );
+    }
+
+    #[test]
+    fn presence_and_join_leave() {
+        let hub = hub();
+        let a = hub.register("alice".into(), Some("Alice".into()), None);
+        let b = hub.register("bob".into(), None, None);
+        hub.subscribe(&a, 1, &sub("chat:p", false, None, None))
+            .unwrap();
+        hub.subscribe(&b, 1, &sub("chat:p", false, None, None))
+            .unwrap();
+        assert!(
+            drain(&a)
+                .iter()
+                .any(|m| m.contains(r#""join":{"client""#) && m.contains("bob"))
+        );
+        assert_eq!(hub.presence("chat:p").unwrap().len(), 2);
+        hub.unregister(&b);
+        assert!(drain(&a).iter().any(|m| m.contains(r#""leave""#)));
+        assert_eq!(hub.presence("chat:p").unwrap().len(), 1);
+    }
+}

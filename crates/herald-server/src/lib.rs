@@ -1,0 +1,52 @@
+//! Herald's push server: real-time channels over WebSocket for any web
+//! application, with no WebSocket code to write.
+//!
+//! ```text
+//!  browsers (web/herald.js)          backends
+//!        |  WebSocket, JSON             |  POST /api/publish {channel, data}
+//!        v  /connection/websocket       v  (Authorization: apikey ...)
+//!   session (one task each) <----> Hub <---- endpoint logic (Rust, in process)
+//!     outbox: bounded queue,        channels: epoch, offsets,
+//!     slow-consumer policy          history (size, TTL), presence
+//! ```
+//!
+//! - **Channels** are multiplexed over one connection; a channel's
+//!   namespace (the part before `:`) sets who may publish, presence,
+//!   history size and TTL, and the slow-consumer policy.
+//! - **No lost messages across reconnects**: every publication has an
+//!   offset in its channel's epoch; a client that reconnects with
+//!   (epoch, offset) gets what it missed, or is told the gap cannot be
+//!   filled.
+//! - **One serialization per publication**, shared by all subscribers.
+//! - **At the door**: Origin allowlist, connection limit, per-connection
+//!   command rate limit, message size limit, JWT (HS256) tokens,
+//!   handshake timeout.
+//! - **Operations**: Prometheus `/metrics`, `/health`, graceful drain on
+//!   shutdown.
+//!
+//! The wire protocol is specified in `docs/protocol.md`; the design in
+//! `crates/herald-server/DESIGN.md`.
+//!
+//! # Non-features (yet)
+//!
+//! Fallback transports (SSE, long polling) and scale-out through a broker
+//! (Redis, NATS) are planned; today one process holds all state in memory.
+
+mod auth;
+mod config;
+mod demo;
+mod endpoint;
+mod hub;
+mod metrics;
+mod outbox;
+pub mod protocol;
+mod server;
+mod session;
+
+pub use auth::{Claims, TokenError, sign as sign_token, unix_now, verify as verify_token};
+pub use config::{NamespaceConfig, QueuePolicy, ServerConfig};
+pub use demo::{ARENA, SYMBOLS};
+pub use endpoint::{Endpoint, Session};
+pub use hub::{Hub, Published};
+pub use metrics::Metrics;
+pub use server::{Server, WEBSOCKET_PATH};

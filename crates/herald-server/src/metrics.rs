@@ -1,0 +1,151 @@
+//! Prometheus metrics, served at `/metrics` in the text format.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::config::QueuePolicy;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PolicyLabel {
+    policy: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+/// The server's counters and gauges.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections: Gauge,
+    connections_total: Counter,
+    subscriptions: Gauge,
+    publications: Counter,
+    messages_in: Counter,
+    messages_out: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    queue_drops: Family<PolicyLabel, Counter>,
+    handshake_failures: Family<ReasonLabel, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("herald");
+        let m = Self {
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            subscriptions: Gauge::default(),
+            publications: Counter::default(),
+            messages_in: Counter::default(),
+            messages_out: Counter::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            queue_drops: Family::default(),
+            handshake_failures: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
+        registry.register(
+            "connections",
+            "WebSocket connections accepted",
+            m.connections_total.clone(),
+        );
+        registry.register(
+            "subscriptions",
+            "Channel subscriptions",
+            m.subscriptions.clone(),
+        );
+        registry.register("publications", "Publications made", m.publications.clone());
+        registry.register(
+            "messages_in",
+            "Commands received from clients",
+            m.messages_in.clone(),
+        );
+        registry.register(
+            "messages_out",
+            "Messages queued to clients",
+            m.messages_out.clone(),
+        );
+        registry.register("bytes_in", "Bytes of commands received", m.bytes_in.clone());
+        registry.register(
+            "bytes_out",
+            "Bytes of messages queued to clients",
+            m.bytes_out.clone(),
+        );
+        registry.register(
+            "queue_drops",
+            "Messages dropped or connections closed because a client's queue was full",
+            m.queue_drops.clone(),
+        );
+        registry.register(
+            "handshake_failures",
+            "WebSocket handshakes refused",
+            m.handshake_failures.clone(),
+        );
+        Self { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.connections.inc();
+        self.connections_total.inc();
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    pub(crate) fn subscriptions(&self, delta: i64) {
+        self.subscriptions.inc_by(delta);
+    }
+
+    pub(crate) fn publication(&self, _bytes: usize) {
+        self.publications.inc();
+    }
+
+    pub(crate) fn message_in(&self, bytes: usize) {
+        self.messages_in.inc();
+        self.bytes_in.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn messages_out(&self, n: usize, bytes_each: usize) {
+        self.messages_out.inc_by(n as u64);
+        self.bytes_out.inc_by((n * bytes_each) as u64);
+    }
+
+    pub(crate) fn queue_drop(&self, policy: QueuePolicy) {
+        let policy = match policy {
+            QueuePolicy::Disconnect => "disconnect",
+            QueuePolicy::DropOldest => "drop_oldest",
+            QueuePolicy::Latest => "latest",
+        };
+        self.queue_drops
+            .get_or_create(&PolicyLabel { policy })
+            .inc();
+    }
+
+    pub(crate) fn handshake_failure(&self, reason: &'static str) {
+        self.handshake_failures
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+}

@@ -1,0 +1,204 @@
+//! A connection's outgoing queue: bounded, with the namespace's policy
+//! for when it is full. The hub pushes publications in (each one
+//! serialized once and shared); the connection's task drains it into the
+//! WebSocket as fast as the peer reads.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+
+use herald::Utf8Bytes;
+
+use crate::config::QueuePolicy;
+
+/// One queued frame. `key` is the channel, for [`QueuePolicy::Latest`].
+#[derive(Debug, Clone)]
+pub(crate) struct Item {
+    pub(crate) key: Option<std::sync::Arc<str>>,
+    pub(crate) text: Utf8Bytes,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    queue: VecDeque<Item>,
+    waker: Option<Waker>,
+    /// The disconnect policy fired: the connection must close (4001).
+    overflowed: bool,
+}
+
+/// What [`Outbox::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pushed {
+    Queued,
+    /// Queued after dropping an older message.
+    Dropped,
+    /// Queued in place of an older message for the same key.
+    Replaced,
+    /// Not queued: the connection must be closed as a slow consumer.
+    Overflow,
+}
+
+/// The queue, shared between the hub and the connection's task.
+#[derive(Debug, Default)]
+pub(crate) struct Outbox {
+    inner: Mutex<Inner>,
+}
+
+impl Outbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `item` unless the queue holds `capacity` items; then applies
+    /// `policy`.
+    pub(crate) fn push(&self, item: Item, capacity: usize, policy: QueuePolicy) -> Pushed {
+        let mut inner = self.lock();
+        if inner.overflowed {
+            return Pushed::Overflow;
+        }
+        let mut pushed = Pushed::Queued;
+        if inner.queue.len() >= capacity.max(1) {
+            match policy {
+                QueuePolicy::Disconnect => {
+                    inner.overflowed = true;
+                    inner.queue.clear();
+                    pushed = Pushed::Overflow;
+                }
+                QueuePolicy::DropOldest => {
+                    inner.queue.pop_front();
+                    pushed = Pushed::Dropped;
+                }
+                QueuePolicy::Latest => {
+                    let same = item.key.as_ref().and_then(|k| {
+                        inner
+                            .queue
+                            .iter()
+                            .rposition(|q| q.key.as_deref() == Some(&**k))
+                    });
+                    match same {
+                        Some(i) => {
+                            // The newer value takes the older one's place in
+                            // line, so per-key order is kept.
+                            inner.queue[i] = item;
+                            if let Some(w) = inner.waker.take() {
+                                w.wake();
+                            }
+                            return Pushed::Replaced;
+                        }
+                        None => {
+                            inner.queue.pop_front();
+                            pushed = Pushed::Dropped;
+                        }
+                    }
+                }
+            }
+        }
+        if pushed != Pushed::Overflow {
+            inner.queue.push_back(item);
+        }
+        if let Some(w) = inner.waker.take() {
+            w.wake();
+        }
+        pushed
+    }
+
+    /// Takes up to `max` queued items; `Ready(Err(()))` once the queue
+    /// overflowed under the disconnect policy. Registers the task's waker
+    /// when empty.
+    pub(crate) fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        max: usize,
+        out: &mut Vec<Item>,
+    ) -> Poll<Result<(), ()>> {
+        let mut inner = self.lock();
+        if inner.overflowed {
+            return Poll::Ready(Err(()));
+        }
+        if inner.queue.is_empty() {
+            if !inner
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.waker = Some(cx.waker().clone());
+            }
+            // An idle connection keeps no queue allocation.
+            if inner.queue.capacity() > 0 {
+                inner.queue = VecDeque::new();
+            }
+            return Poll::Pending;
+        }
+        let n = inner.queue.len().min(max);
+        out.extend(inner.queue.drain(..n));
+        Poll::Ready(Ok(()))
+    }
+
+    /// Wakes the connection's task (to notice a kick).
+    pub(crate) fn wake(&self) {
+        if let Some(w) = self.lock().waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Messages waiting.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.lock().queue.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, text: &'static str) -> Item {
+        Item {
+            key: Some(key.into()),
+            text: Utf8Bytes::from_static(text),
+        }
+    }
+
+    #[test]
+    fn policies_when_full() {
+        let o = Outbox::default();
+        assert_eq!(
+            o.push(item("a", "1"), 2, QueuePolicy::DropOldest),
+            Pushed::Queued
+        );
+        assert_eq!(
+            o.push(item("a", "2"), 2, QueuePolicy::DropOldest),
+            Pushed::Queued
+        );
+        assert_eq!(
+            o.push(item("a", "3"), 2, QueuePolicy::DropOldest),
+            Pushed::Dropped
+        );
+        assert_eq!(o.len(), 2);
+
+        let o = Outbox::default();
+        o.push(item("a", "a1"), 2, QueuePolicy::Latest);
+        o.push(item("b", "b1"), 2, QueuePolicy::Latest);
+        assert_eq!(
+            o.push(item("a", "a2"), 2, QueuePolicy::Latest),
+            Pushed::Replaced
+        );
+        let texts: Vec<String> = o.lock().queue.iter().map(|i| i.text.to_string()).collect();
+        assert_eq!(texts, ["a2", "b1"]);
+        assert_eq!(
+            o.push(item("c", "c1"), 2, QueuePolicy::Latest),
+            Pushed::Dropped
+        );
+
+        let o = Outbox::default();
+        o.push(item("a", "1"), 1, QueuePolicy::Disconnect);
+        assert_eq!(
+            o.push(item("a", "2"), 1, QueuePolicy::Disconnect),
+            Pushed::Overflow
+        );
+        assert_eq!(
+            o.push(item("a", "3"), 1, QueuePolicy::Disconnect),
+            Pushed::Overflow
+        );
+    }
+}

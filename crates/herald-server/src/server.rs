@@ -1,0 +1,462 @@
+//! The HTTP side: one port serves the WebSocket endpoint, the backend API,
+//! health, metrics and the demo pages.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use herald::{Acceptor, Config, Reject, Upgrade};
+use serde::Deserialize;
+use serde_json::json;
+use serde_json::value::RawValue;
+use tokio::net::TcpListener;
+
+use crate::config::ServerConfig;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::protocol::{ErrorCode, close};
+
+/// Path of the WebSocket endpoint.
+pub const WEBSOCKET_PATH: &str = "/connection/websocket";
+
+/// A configured server: the hub plus what the HTTP side needs.
+#[derive(Debug, Clone)]
+pub struct Server {
+    hub: Arc<Hub>,
+    acceptor: Acceptor,
+    connections: Arc<AtomicUsize>,
+}
+
+impl Server {
+    /// A server with `config`.
+    pub fn new(config: ServerConfig) -> Self {
+        let ws_config = Config::default()
+            .protocol(
+                herald::ProtocolConfig::default()
+                    .max_message_size(config.max_message_size)
+                    .max_frame_size(config.max_message_size)
+                    .ping_interval(Some(config.ping_interval)),
+            )
+            .handshake_timeout(config.handshake_timeout)
+            .deflate(Some(herald::DeflateConfig::default()));
+        let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
+        Self {
+            hub,
+            acceptor: Acceptor::new(ws_config),
+            connections: Arc::default(),
+        }
+    }
+
+    /// The hub, for publishing from Rust and attaching endpoints.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// The axum router; mount it in a larger app or serve it with
+    /// [`Server::serve`].
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/", get(|| async { Html(crate::demo::INDEX) }))
+            .route("/demo/chat", get(|| async { Html(crate::demo::CHAT) }))
+            .route("/demo/quotes", get(|| async { Html(crate::demo::QUOTES) }))
+            .route("/demo/game", get(|| async { Html(crate::demo::GAME) }))
+            .route("/herald.js", get(herald_js))
+            .route(WEBSOCKET_PATH, get(websocket))
+            .route("/health", get(|| async { "ok\n" }))
+            .route("/metrics", get(metrics))
+            .route("/api/publish", post(api_publish))
+            .route("/api/broadcast", post(api_broadcast))
+            .route("/api/disconnect", post(api_disconnect))
+            .route("/api/channels", get(api_channels))
+            .route("/api/presence/{channel}", get(api_presence))
+            .route("/api/history/{channel}", get(api_history))
+            .with_state(self.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` completes, then drains: stops
+    /// accepting, asks every client to reconnect elsewhere (close 1001
+    /// with a retry hint), spread over the drain window so they do not all
+    /// come back at once, and returns when they are gone (or the window
+    /// plus the close timeout has passed).
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let hub = self.hub.clone();
+        let sweeper = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(30));
+                loop {
+                    tick.tick().await;
+                    hub.sweep();
+                }
+            }
+        });
+        let demos = hub.config().demos.then(|| crate::demo::start(&hub));
+        let connections = self.connections.clone();
+        let app = self.router();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let drain = {
+            let hub = hub.clone();
+            async move {
+                shutdown.await;
+                let _ = stop_tx.send(());
+                drain(&hub).await;
+            }
+        };
+        let server = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.await;
+        });
+        let (served, ()) = tokio::join!(server.into_future(), async {
+            drain.await;
+            // Wait for sessions to finish their close handshakes.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            while connections.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        sweeper.abort();
+        if let Some(d) = demos {
+            d.abort();
+        }
+        served
+    }
+}
+
+/// Tells every client to go, spread over the drain window.
+async fn drain(hub: &Arc<Hub>) {
+    let clients = hub.clients();
+    let window = hub.config().drain;
+    let n = clients.len().max(1) as u32;
+    for (i, client) in clients.iter().enumerate() {
+        // Client i is told to come back after its share of the window, so
+        // reconnections arrive spread out even if they all obey at once.
+        let retry_ms = (window / n * i as u32).as_millis();
+        crate::hub::kick(
+            client,
+            herald::CloseCode::GOING_AWAY.0,
+            &format!("shutdown; retry in {retry_ms} ms"),
+        );
+        tokio::time::sleep(window / n).await;
+    }
+}
+
+async fn herald_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        crate::demo::HERALD_JS,
+    )
+}
+
+async fn metrics(State(server): State<Server>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        server.hub.metrics().encode(),
+    )
+}
+
+/// Whether a browser page from `origin` may connect to `host`: same
+/// origin, or listed. Clients that are not browsers send no Origin.
+fn origin_allowed(origin: Option<&str>, host: &str, allowed: &[String]) -> bool {
+    let Some(origin) = origin else { return true };
+    let same = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .is_some_and(|h| h.eq_ignore_ascii_case(host));
+    same || allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+}
+
+async fn websocket(State(server): State<Server>, mut req: Request) -> Response {
+    let hub = server.hub.clone();
+    let max = hub.config().max_connections;
+    let connections = server.connections.clone();
+    let hook = |r: &herald::Request| {
+        // RFC 6455 10.2: servers reachable from browsers check Origin.
+        if !origin_allowed(r.origin(), r.host(), &hub.config().allowed_origins) {
+            hub.metrics().handshake_failure("origin");
+            return Err(Reject::new(403, "origin not allowed"));
+        }
+        if connections.load(Ordering::Relaxed) >= max {
+            hub.metrics().handshake_failure("capacity");
+            return Err(Reject::new(503, "too many connections"));
+        }
+        Ok(Upgrade::new())
+    };
+    let (response, upgrading) = match server.acceptor.upgrade_with(&mut req, hook) {
+        Ok(r) => r,
+        Err(refusal) => {
+            if refusal.status() != StatusCode::FORBIDDEN
+                && refusal.status() != StatusCode::SERVICE_UNAVAILABLE
+            {
+                hub.metrics().handshake_failure("invalid");
+            }
+            return refusal.into_response();
+        }
+    };
+    server.connections.fetch_add(1, Ordering::Relaxed);
+    let connections = server.connections.clone();
+    tokio::spawn(async move {
+        if let Ok(ws) = upgrading.await {
+            crate::session::run(hub, ws).await;
+        }
+        connections.fetch_sub(1, Ordering::Relaxed);
+    });
+    response.into_response()
+}
+
+// ----- the HTTP API ---------------------------------------------------------
+
+fn api_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code.code(), "message": message}})),
+    )
+        .into_response()
+}
+
+fn status_of(code: ErrorCode) -> StatusCode {
+    match code {
+        ErrorCode::UnknownChannel => StatusCode::NOT_FOUND,
+        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// `Authorization: apikey <key>`; without a configured key, loopback only.
+fn authorize(server: &Server, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
+    match &server.hub.config().api_key {
+        Some(key) => {
+            let given = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("apikey "));
+            if given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+                Ok(())
+            } else {
+                Err(api_error(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    "missing or wrong API key",
+                ))
+            }
+        }
+        None if peer.ip().is_loopback() => Ok(()),
+        None => Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized,
+            "no API key configured: the API answers loopback only",
+        )),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        api_error(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            &format!("invalid JSON body: {e}"),
+        )
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PublishBody {
+    channel: String,
+    data: Box<RawValue>,
+}
+
+async fn api_publish(
+    State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&server, &headers, peer) {
+        return r;
+    }
+    let body: PublishBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    match server.hub.publish(&body.channel, body.data, None) {
+        Ok(p) => axum::Json(p).into_response(),
+        Err(code) => api_error(status_of(code), code, code.message()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BroadcastBody {
+    channels: Vec<String>,
+    data: Box<RawValue>,
+}
+
+async fn api_broadcast(
+    State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&server, &headers, peer) {
+        return r;
+    }
+    let body: BroadcastBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    if let Some(bad) = body
+        .channels
+        .iter()
+        .find(|c| server.hub.config().namespace_of(c).is_none())
+    {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::UnknownChannel,
+            &format!("unknown channel {bad}"),
+        );
+    }
+    let results: Vec<serde_json::Value> = body
+        .channels
+        .iter()
+        .map(|c| match server.hub.publish(c, body.data.clone(), None) {
+            Ok(p) => json!({"channel": c, "offset": p.offset, "epoch": p.epoch, "delivered": p.delivered}),
+            Err(code) => json!({"channel": c, "error": {"code": code.code(), "message": code.message()}}),
+        })
+        .collect();
+    axum::Json(json!({ "results": results })).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DisconnectBody {
+    client: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+async fn api_disconnect(
+    State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if let Err(r) = authorize(&server, &headers, peer) {
+        return r;
+    }
+    let body: DisconnectBody = match parse(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let reason = body.reason.as_deref().unwrap_or("disconnected");
+    if server
+        .hub
+        .disconnect(&body.client, close::DISCONNECTED, reason)
+    {
+        axum::Json(json!({})).into_response()
+    } else {
+        api_error(
+            StatusCode::NOT_FOUND,
+            ErrorCode::BadRequest,
+            "no such client",
+        )
+    }
+}
+
+async fn api_channels(
+    State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = authorize(&server, &headers, peer) {
+        return r;
+    }
+    let channels: Vec<serde_json::Value> = server
+        .hub
+        .channels()
+        .into_iter()
+        .map(|(name, n)| json!({"channel": name, "subscribers": n}))
+        .collect();
+    axum::Json(json!({ "channels": channels })).into_response()
+}
+
+async fn api_presence(
+    State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+) -> Response {
+    if let Err(r) = authorize(&server, &headers, peer) {
+        return r;
+    }
+    match server.hub.presence(&channel) {
+        Ok(clients) => axum::Json(json!({ "clients": clients })).into_response(),
+        Err(code) => api_error(status_of(code), code, code.message()),
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    limit: Option<usize>,
+}
+
+async fn api_history(
+    State(server): State<Server>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path(channel): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    if let Err(r) = authorize(&server, &headers, peer) {
+        return r;
+    }
+    match server.hub.history(&channel, q.limit) {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(code) => api_error(status_of(code), code, code.message()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        assert!(origin_allowed(None, "h:1", &[]));
+        assert!(origin_allowed(Some("http://h:1"), "h:1", &[]));
+        assert!(origin_allowed(Some("https://H:1"), "h:1", &[]));
+        assert!(!origin_allowed(Some("http://evil"), "h:1", &[]));
+        assert!(origin_allowed(
+            Some("http://app"),
+            "h:1",
+            &["http://app".into()]
+        ));
+        assert!(origin_allowed(Some("http://any"), "h:1", &["*".into()]));
+    }
+}

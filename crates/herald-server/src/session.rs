@@ -1,0 +1,338 @@
+//! One client connection: `connect`, then commands in and pushes out.
+//!
+//! The task polls two things at once: the WebSocket (commands, and
+//! writing what is queued) and the connection's outbox (publications from
+//! the hub, replies). The outbox is drained into the socket only while the
+//! socket's own queue is under its high-water mark; past that the outbox
+//! fills and the namespace's slow-consumer policy decides.
+
+use std::future::poll_fn;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::{Duration, Instant};
+
+use herald::{CloseCode, Message, Utf8Bytes};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::auth;
+use crate::endpoint::Session;
+use crate::hub::{Client, Hub};
+use crate::outbox::Item;
+use crate::protocol::{self, ErrorCode, Method, close};
+
+/// Outbox items moved into the socket per wakeup.
+const BATCH: usize = 64;
+
+enum Step {
+    Frame(Message),
+    Closed,
+    Kicked(u16, String),
+    SlowConsumer,
+}
+
+/// Runs a connection to its end.
+pub(crate) async fn run<S>(hub: Arc<Hub>, mut ws: herald::WebSocket<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    hub.metrics().connection_opened();
+    let timeout = hub.config().handshake_timeout;
+    let client = match tokio::time::timeout(timeout, connect(&hub, &mut ws)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err((code, reason))) => {
+            let _ = ws.close(CloseCode(code), reason).await;
+            hub.metrics().connection_closed();
+            return;
+        }
+        Err(_) => {
+            let _ = ws
+                .close(CloseCode(close::CONNECT_TIMEOUT), "connect timeout")
+                .await;
+            hub.metrics().connection_closed();
+            return;
+        }
+    };
+    serve(&hub, &client, &mut ws).await;
+    for (ns, endpoint) in hub.unregister(&client) {
+        endpoint.on_close(&hub, &Session::new(client.clone()), &ns);
+    }
+    hub.metrics().connection_closed();
+}
+
+/// Waits for the `connect` command and registers the client.
+async fn connect<S>(
+    hub: &Arc<Hub>,
+    ws: &mut herald::WebSocket<S>,
+) -> Result<Arc<Client>, (u16, &'static str)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let text = match ws.recv().await {
+        Some(Ok(Message::Text(t))) => t,
+        Some(Ok(Message::Binary(_))) => {
+            return Err((CloseCode::UNSUPPORTED_DATA.0, "text frames only"));
+        }
+        _ => return Err((CloseCode::NORMAL.0, "")),
+    };
+    hub.metrics().message_in(text.len());
+    let command: protocol::Command =
+        serde_json::from_str(&text).map_err(|_| (close::BAD_REQUEST, "bad request"))?;
+    let Method::Connect(params) = command.method else {
+        return Err((close::BAD_REQUEST, "connect first"));
+    };
+    let (user, name, allowed) = match (&hub.config().token_secret, params.token) {
+        (Some(secret), Some(token)) => {
+            let claims = auth::verify(&token, secret.as_bytes(), auth::unix_now())
+                .map_err(|_| (close::UNAUTHORIZED, "invalid token"))?;
+            (claims.sub, claims.name.or(params.name), claims.channels)
+        }
+        (Some(_), None) => return Err((close::UNAUTHORIZED, "token required")),
+        // Dev mode: anyone, every channel.
+        (None, _) => (String::new(), params.name, None),
+    };
+    let client = hub.register(user, name, allowed);
+    let result = serde_json::json!({
+        "client": client.info.client,
+        "version": env!("CARGO_PKG_VERSION"),
+        "ping": hub.config().ping_interval.as_secs(),
+    });
+    push_reply(&client, protocol::reply(command.id, &result));
+    Ok(client)
+}
+
+fn push_reply(client: &Client, text: String) {
+    // Replies are never dropped: the policies apply to publications.
+    client.outbox.push(
+        Item {
+            key: None,
+            text: Utf8Bytes::from(text),
+        },
+        usize::MAX,
+        crate::config::QueuePolicy::DropOldest,
+    );
+}
+
+async fn serve<S>(hub: &Arc<Hub>, client: &Arc<Client>, ws: &mut herald::WebSocket<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut batch = Vec::new();
+    let mut limiter = RateLimiter::new(hub.config().max_commands_per_second);
+    let high_water = herald::Config::default().write_high_water;
+    loop {
+        let step = poll_fn(|cx| {
+            if let Some((code, reason)) =
+                client.kick.lock().unwrap_or_else(|p| p.into_inner()).take()
+            {
+                return Poll::Ready(Step::Kicked(code, reason));
+            }
+            while ws.buffered_amount() < high_water {
+                match client.outbox.poll_take(cx, BATCH, &mut batch) {
+                    Poll::Ready(Ok(())) => {
+                        for item in batch.drain(..) {
+                            if ws.start_send_message(Message::Text(item.text)).is_err() {
+                                return Poll::Ready(Step::Closed);
+                            }
+                        }
+                    }
+                    Poll::Ready(Err(())) => return Poll::Ready(Step::SlowConsumer),
+                    Poll::Pending => break,
+                }
+            }
+            // Also writes what was just queued.
+            match ws.poll_recv(cx) {
+                Poll::Ready(Some(Ok(m))) => Poll::Ready(Step::Frame(m)),
+                Poll::Ready(Some(Err(_)) | None) => Poll::Ready(Step::Closed),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match step {
+            Step::Frame(Message::Text(text)) => {
+                hub.metrics().message_in(text.len());
+                if !limiter.allow(Instant::now()) {
+                    if limiter.exhausted() {
+                        let _ = ws
+                            .close(CloseCode(close::RATE_LIMITED), "rate limited")
+                            .await;
+                        return;
+                    }
+                    if let Some(id) = command_id(&text) {
+                        push_reply(client, protocol::reply_error(id, ErrorCode::RateLimited));
+                    }
+                    continue;
+                }
+                if let Err(reason) = handle(hub, client, &text) {
+                    let _ = ws.close(CloseCode(close::BAD_REQUEST), reason).await;
+                    return;
+                }
+            }
+            Step::Frame(Message::Binary(_)) => {
+                let _ = ws
+                    .close(CloseCode::UNSUPPORTED_DATA, "text frames only")
+                    .await;
+                return;
+            }
+            Step::Closed => return,
+            Step::Kicked(code, reason) => {
+                let _ = ws.close(CloseCode(code), &reason).await;
+                return;
+            }
+            Step::SlowConsumer => {
+                let _ = ws
+                    .close(CloseCode(close::SLOW_CONSUMER), "slow consumer")
+                    .await;
+                return;
+            }
+        }
+    }
+}
+
+/// The `id` of a command that did not parse, so the error can be
+/// addressed to it.
+fn command_id(text: &str) -> Option<u32> {
+    #[derive(Deserialize)]
+    struct Id {
+        id: u32,
+    }
+    serde_json::from_str::<Id>(text).ok().map(|i| i.id)
+}
+
+/// Handles one command; `Err` closes the connection (4101).
+fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), &'static str> {
+    let command: protocol::Command = match serde_json::from_str(text) {
+        Ok(c) => c,
+        Err(_) => {
+            return match command_id(text) {
+                Some(id) => {
+                    push_reply(client, protocol::reply_error(id, ErrorCode::BadRequest));
+                    Ok(())
+                }
+                None => Err("bad request"),
+            };
+        }
+    };
+    let id = command.id;
+    let reply = |r: Result<serde_json::Value, ErrorCode>| match r {
+        Ok(v) => push_reply(client, protocol::reply(id, &v)),
+        Err(code) => push_reply(client, protocol::reply_error(id, code)),
+    };
+    match command.method {
+        Method::Connect(_) => reply(Err(ErrorCode::BadRequest)),
+        // The hub queues the reply itself, ahead of any publication.
+        Method::Subscribe(params) => match hub.subscribe(client, id, &params) {
+            Ok(()) => {
+                if let Some((ns, endpoint)) = hub.endpoint_for(&params.channel) {
+                    endpoint.on_open(hub, &Session::new(client.clone()), &ns);
+                }
+            }
+            Err(code) => reply(Err(code)),
+        },
+        Method::Unsubscribe(params) => reply(
+            hub.unsubscribe(client, &params.channel)
+                .map(|()| serde_json::json!({})),
+        ),
+        Method::Publish(params) => reply(publish(hub, client, params)),
+        Method::Presence(params) => reply(if client.may_access(&params.channel) {
+            hub.presence(&params.channel)
+                .map(|clients| serde_json::json!({ "clients": clients }))
+        } else {
+            Err(ErrorCode::PermissionDenied)
+        }),
+        Method::History(params) => reply(if client.may_access(&params.channel) {
+            hub.history(&params.channel, params.limit)
+        } else {
+            Err(ErrorCode::PermissionDenied)
+        }),
+        Method::Ping(_) => reply(Ok(serde_json::json!({}))),
+    }
+    Ok(())
+}
+
+fn publish(
+    hub: &Arc<Hub>,
+    client: &Arc<Client>,
+    params: protocol::PublishParams,
+) -> Result<serde_json::Value, ErrorCode> {
+    let (_, ns) = hub
+        .config()
+        .namespace_of(&params.channel)
+        .ok_or(ErrorCode::UnknownChannel)?;
+    if !ns.allow_publish || !client.may_access(&params.channel) {
+        return Err(ErrorCode::PermissionDenied);
+    }
+    // An endpoint owns its namespace's client publications: it decides
+    // what, if anything, is broadcast.
+    if let Some((_, endpoint)) = hub.endpoint_for(&params.channel) {
+        endpoint.on_message(
+            hub,
+            &Session::new(client.clone()),
+            &params.channel,
+            &params.data,
+        );
+        return Ok(serde_json::json!({}));
+    }
+    let published = hub.publish(&params.channel, params.data, Some(&client.info))?;
+    Ok(serde_json::json!({"offset": published.offset, "epoch": published.epoch}))
+}
+
+/// Token bucket: `rate` commands per second, bursts of twice that.
+#[derive(Debug)]
+struct RateLimiter {
+    rate: f64,
+    tokens: f64,
+    last: Instant,
+    /// Commands refused in a row.
+    refused: u32,
+}
+
+impl RateLimiter {
+    fn new(rate: u32) -> Self {
+        let rate = f64::from(rate.max(1));
+        Self {
+            rate,
+            tokens: rate * 2.0,
+            last: Instant::now(),
+            refused: 0,
+        }
+    }
+
+    fn allow(&mut self, now: Instant) -> bool {
+        let elapsed = now.duration_since(self.last).min(Duration::from_secs(10));
+        self.last = now;
+        self.tokens = (self.tokens + elapsed.as_secs_f64() * self.rate).min(self.rate * 2.0);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            self.refused = 0;
+            true
+        } else {
+            self.refused += 1;
+            false
+        }
+    }
+
+    /// A second's worth of commands refused in a row: the client ignores
+    /// the errors, so it is closed.
+    fn exhausted(&self) -> bool {
+        f64::from(self.refused) >= self.rate
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_allows_bursts_then_refuses() {
+        let t0 = Instant::now();
+        let mut l = RateLimiter::new(10);
+        assert!((0..20).all(|_| l.allow(t0)));
+        assert!(!l.allow(t0));
+        assert!(l.allow(t0 + Duration::from_millis(150)));
+        for _ in 0..10 {
+            l.allow(t0 + Duration::from_millis(150));
+        }
+        assert!(l.exhausted());
+    }
+}
