@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use herald::{Acceptor, Config, Reject, Upgrade};
@@ -226,48 +227,85 @@ async fn websocket(State(server): State<Server>, mut req: Request) -> Response {
 
 // ----- the HTTP API ---------------------------------------------------------
 
-fn api_error(status: StatusCode, code: ErrorCode, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"error": {"code": code.code(), "message": message}})),
-    )
-        .into_response()
+/// An API failure: a status and a JSON body `{"error": {code, message}}`.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: ErrorCode,
+    message: String,
 }
 
-fn status_of(code: ErrorCode) -> StatusCode {
-    match code {
-        ErrorCode::UnknownChannel => StatusCode::NOT_FOUND,
-        ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
-        ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-        ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        _ => StatusCode::BAD_REQUEST,
+impl ApiError {
+    fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
-/// `Authorization: apikey <key>`; without a configured key, loopback only.
-fn authorize(server: &Server, headers: &HeaderMap, peer: SocketAddr) -> Result<(), Response> {
-    match &server.hub.config().api_key {
-        Some(key) => {
-            let given = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("apikey "));
-            if given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
-                Ok(())
-            } else {
-                Err(api_error(
+impl From<ErrorCode> for ApiError {
+    fn from(code: ErrorCode) -> Self {
+        let status = match code {
+            ErrorCode::UnknownChannel => StatusCode::NOT_FOUND,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, code, code.message())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code.code(), "message": self.message}});
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+type ApiResult = Result<axum::Json<serde_json::Value>, ApiError>;
+
+/// Proof that the request may use the API: `Authorization: apikey <key>`,
+/// or, with no key configured, a loopback peer.
+struct Authorized;
+
+impl FromRequestParts<Server> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, server: &Server) -> Result<Self, ApiError> {
+        match &server.hub.config().api_key {
+            Some(key) => {
+                let given = parts
+                    .headers
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("apikey "));
+                if given.is_some_and(|g| constant_time_eq(g.as_bytes(), key.as_bytes())) {
+                    return Ok(Self);
+                }
+                Err(ApiError::new(
                     StatusCode::UNAUTHORIZED,
                     ErrorCode::Unauthorized,
                     "missing or wrong API key",
                 ))
             }
+            None => {
+                let peer = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0);
+                if peer.is_some_and(|p| p.ip().is_loopback()) {
+                    return Ok(Self);
+                }
+                Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    ErrorCode::Unauthorized,
+                    "no API key configured: the API answers loopback only",
+                ))
+            }
         }
-        None if peer.ip().is_loopback() => Ok(()),
-        None => Err(api_error(
-            StatusCode::UNAUTHORIZED,
-            ErrorCode::Unauthorized,
-            "no API key configured: the API answers loopback only",
-        )),
     }
 }
 
@@ -275,14 +313,21 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Response> {
+/// Parses a JSON body into a 400 with the parser's reason on failure.
+fn parse<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
-        api_error(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             ErrorCode::BadRequest,
-            &format!("invalid JSON body: {e}"),
+            format!("invalid JSON body: {e}"),
         )
     })
+}
+
+fn to_json<T: serde::Serialize>(value: T) -> ApiResult {
+    serde_json::to_value(value)
+        .map(axum::Json)
+        .map_err(|_| ErrorCode::Internal.into())
 }
 
 #[derive(Deserialize)]
@@ -292,23 +337,9 @@ struct PublishBody {
     data: Box<RawValue>,
 }
 
-async fn api_publish(
-    State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&server, &headers, peer) {
-        return r;
-    }
-    let body: PublishBody = match parse(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
-    match server.hub.publish(&body.channel, body.data, None) {
-        Ok(p) => axum::Json(p).into_response(),
-        Err(code) => api_error(status_of(code), code, code.message()),
-    }
+async fn api_publish(State(server): State<Server>, _: Authorized, body: Bytes) -> ApiResult {
+    let body: PublishBody = parse(&body)?;
+    to_json(server.hub.publish(&body.channel, body.data, None)?)
 }
 
 #[derive(Deserialize)]
@@ -318,29 +349,19 @@ struct BroadcastBody {
     data: Box<RawValue>,
 }
 
-async fn api_broadcast(
-    State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&server, &headers, peer) {
-        return r;
-    }
-    let body: BroadcastBody = match parse(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+async fn api_broadcast(State(server): State<Server>, _: Authorized, body: Bytes) -> ApiResult {
+    let body: BroadcastBody = parse(&body)?;
+    // All or nothing on names: a typo should not publish to half the list.
     if let Some(bad) = body
         .channels
         .iter()
         .find(|c| server.hub.config().namespace_of(c).is_none())
     {
-        return api_error(
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::UnknownChannel,
-            &format!("unknown channel {bad}"),
-        );
+            format!("unknown channel {bad}"),
+        ));
     }
     let results: Vec<serde_json::Value> = body
         .channels
@@ -350,7 +371,7 @@ async fn api_broadcast(
             Err(code) => json!({"channel": c, "error": {"code": code.code(), "message": code.message()}}),
         })
         .collect();
-    axum::Json(json!({ "results": results })).into_response()
+    Ok(axum::Json(json!({ "results": results })))
 }
 
 #[derive(Deserialize)]
@@ -361,64 +382,41 @@ struct DisconnectBody {
     reason: Option<String>,
 }
 
-async fn api_disconnect(
-    State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    if let Err(r) = authorize(&server, &headers, peer) {
-        return r;
-    }
-    let body: DisconnectBody = match parse(&body) {
-        Ok(b) => b,
-        Err(r) => return r,
-    };
+async fn api_disconnect(State(server): State<Server>, _: Authorized, body: Bytes) -> ApiResult {
+    let body: DisconnectBody = parse(&body)?;
     let reason = body.reason.as_deref().unwrap_or("disconnected");
     if server
         .hub
         .disconnect(&body.client, close::DISCONNECTED, reason)
     {
-        axum::Json(json!({})).into_response()
+        Ok(axum::Json(json!({})))
     } else {
-        api_error(
+        Err(ApiError::new(
             StatusCode::NOT_FOUND,
             ErrorCode::BadRequest,
             "no such client",
-        )
+        ))
     }
 }
 
-async fn api_channels(
-    State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-) -> Response {
-    if let Err(r) = authorize(&server, &headers, peer) {
-        return r;
-    }
+async fn api_channels(State(server): State<Server>, _: Authorized) -> ApiResult {
     let channels: Vec<serde_json::Value> = server
         .hub
         .channels()
         .into_iter()
         .map(|(name, n)| json!({"channel": name, "subscribers": n}))
         .collect();
-    axum::Json(json!({ "channels": channels })).into_response()
+    Ok(axum::Json(json!({ "channels": channels })))
 }
 
 async fn api_presence(
     State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: Authorized,
     Path(channel): Path<String>,
-) -> Response {
-    if let Err(r) = authorize(&server, &headers, peer) {
-        return r;
-    }
-    match server.hub.presence(&channel) {
-        Ok(clients) => axum::Json(json!({ "clients": clients })).into_response(),
-        Err(code) => api_error(status_of(code), code, code.message()),
-    }
+) -> ApiResult {
+    Ok(axum::Json(
+        json!({ "clients": server.hub.presence(&channel)? }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -428,18 +426,11 @@ struct HistoryQuery {
 
 async fn api_history(
     State(server): State<Server>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    _: Authorized,
     Path(channel): Path<String>,
     Query(q): Query<HistoryQuery>,
-) -> Response {
-    if let Err(r) = authorize(&server, &headers, peer) {
-        return r;
-    }
-    match server.hub.history(&channel, q.limit) {
-        Ok(v) => axum::Json(v).into_response(),
-        Err(code) => api_error(status_of(code), code, code.message()),
-    }
+) -> ApiResult {
+    Ok(axum::Json(server.hub.history(&channel, q.limit)?))
 }
 
 #[cfg(test)]
