@@ -12,7 +12,9 @@ async fn echo_server(config: Config) -> (String, tokio::task::JoinHandle<()>) {
             let (tcp, _) = listener.accept().await.unwrap();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let Ok(mut ws) = acceptor.accept(tcp).await else { return };
+                let Ok(mut ws) = acceptor.accept(tcp).await else {
+                    return;
+                };
                 while let Some(Ok(msg)) = ws.recv().await {
                     if ws.send(msg).await.is_err() {
                         break;

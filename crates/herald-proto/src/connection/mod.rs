@@ -35,7 +35,7 @@ use crate::message::Message;
 ///
 /// RFC 6455 5.3: "The masking key MUST be derived from a strong source of
 /// entropy". The core has no RNG of its own, so the caller supplies one.
-pub type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send>;
+pub type MaskSource = Box<dyn FnMut() -> [u8; 4] + Send + Sync>;
 
 /// Something the caller must act on, drained with [`Connection::poll_event`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,729 @@
+//! Helpers shared by the integration tests: a herald echo server, TLS
+//! certificates made at test time, the message matrix every peer runs, and
+//! child processes (real peers) that die with the test.
+//!
+//! Each test file uses a subset, hence the `allow`.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use herald::rustls;
+use herald::{Acceptor, CloseCode, CloseFrame, Config, Message, Upgrade};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, BufReader, Lines};
+use tokio::net::TcpListener;
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+/// The bound on every single wait in these tests.
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Awaits `fut`, failing the test with `what` if it takes over [`TIMEOUT`].
+pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(TIMEOUT, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {TIMEOUT:?}: {what}"),
+    }
+}
+
+// ----- the message matrix ----------------------------------------------------
+
+/// 32 bytes: ASCII plus two-byte UTF-8 characters.
+const TEXT_UNIT: &str = "κόσμε0123456789abcdefghijkl";
+
+/// The messages every peer echoes, by case name: the same cases, in the same
+/// order, as `runCases` in interop/scenarios.mjs and `cases()` in
+/// interop/python_client.py.
+pub fn matrix() -> Vec<(&'static str, Message)> {
+    assert_eq!(TEXT_UNIT.len(), 32);
+    vec![
+        ("text", Message::text("hello, herald ☃")),
+        ("binary", Message::binary((0..=255u8).collect::<Vec<u8>>())),
+        ("empty", Message::binary(Vec::<u8>::new())),
+        (
+            "binary_1mib",
+            Message::binary(
+                (0..1usize << 20)
+                    .map(|i| (i % 251) as u8)
+                    .collect::<Vec<u8>>(),
+            ),
+        ),
+        ("text_1mib", Message::text(TEXT_UNIT.repeat((1 << 20) / 32))),
+    ]
+}
+
+/// The lines a peer client prints for the echo matrix, all `"same":true`.
+pub fn expected_echo_lines() -> Vec<String> {
+    matrix()
+        .iter()
+        .map(|(case, m)| {
+            format!(
+                r#"{{"event":"echo","case":"{case}","bytes":{},"same":true}}"#,
+                m.len()
+            )
+        })
+        .collect()
+}
+
+/// A peer's first line after the handshake, as the peer scripts print it.
+pub fn open_line(protocol: Option<&str>, deflate: bool) -> String {
+    let protocol = protocol.map_or("null".to_owned(), |p| format!("\"{p}\""));
+    let extensions = if deflate {
+        r#"["permessage-deflate"]"#
+    } else {
+        "[]"
+    };
+    format!(r#"{{"event":"open","protocol":{protocol},"extensions":{extensions}}}"#)
+}
+
+/// A peer's line once the connection has closed.
+pub fn closed_line(code: u16, reason: &str) -> String {
+    format!(r#"{{"event":"closed","code":{code},"reason":"{reason}"}}"#)
+}
+
+/// Sends every message of the matrix over `ws` and checks each echo.
+pub async fn echo_matrix<S>(ws: &mut herald::WebSocket<S>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    for (case, msg) in matrix() {
+        within(&format!("send {case}"), ws.send(msg.clone()))
+            .await
+            .unwrap();
+        let got = within(&format!("echo of {case}"), ws.recv())
+            .await
+            .unwrap_or_else(|| panic!("connection closed before the echo of {case}"))
+            .unwrap_or_else(|e| panic!("error instead of the echo of {case}: {e}"));
+        assert!(
+            got == msg,
+            "echo of {case} differs: {} bytes back, {} sent",
+            got.len(),
+            msg.len()
+        );
+    }
+}
+
+// ----- a herald echo server ----------------------------------------------------
+
+/// What the server saw of one connection, sent when it ends.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub protocol: Option<String>,
+    pub origin: Option<String>,
+    pub compressed: bool,
+    /// `close_frame()` once the connection ended.
+    pub close: Option<CloseFrame>,
+    /// An error from `recv`, if the connection ended with one.
+    pub error: Option<String>,
+}
+
+/// A herald echo server on 127.0.0.1 with its own accept loop; dropping it
+/// stops the loop and every connection.
+///
+/// The hook picks the subprotocol "chat" when the client offers it. The text
+/// message "close me" makes the server close with 1001 "going away".
+pub struct EchoServer {
+    pub addr: SocketAddr,
+    pub reports: mpsc::UnboundedReceiver<Report>,
+    tls: bool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl EchoServer {
+    pub async fn start(config: Config, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, reports) = mpsc::unbounded_channel();
+        let acceptor = Acceptor::new(config);
+        let is_tls = tls.is_some();
+        let tls = tls.map(tokio_rustls::TlsAcceptor::from);
+        let task = tokio::spawn(async move {
+            // Dropping the set (when the task is aborted) aborts every
+            // connection task.
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, tx, tls) = (acceptor.clone(), tx.clone(), tls.clone());
+                conns.spawn(async move {
+                    match tls {
+                        None => serve(&acceptor, tcp, tx).await,
+                        Some(tls) => match tls.accept(tcp).await {
+                            Ok(tls) => serve(&acceptor, tls, tx).await,
+                            Err(e) => {
+                                let _ = tx.send(Report::failed(format!("TLS accept: {e}")));
+                            }
+                        },
+                    }
+                });
+                while conns.try_join_next().is_some() {}
+            }
+        });
+        Self {
+            addr,
+            reports,
+            tls: is_tls,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}/", self.addr)
+    }
+
+    /// The report of the next connection to end.
+    pub async fn report(&mut self) -> Report {
+        within("the server's report of a connection", self.reports.recv())
+            .await
+            .expect("server stopped")
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Report {
+    fn failed(error: String) -> Self {
+        Self {
+            protocol: None,
+            origin: None,
+            compressed: false,
+            close: None,
+            error: Some(error),
+        }
+    }
+}
+
+async fn serve<S>(acceptor: &Acceptor, io: S, tx: mpsc::UnboundedSender<Report>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut origin = None;
+    let accepted = acceptor
+        .accept_with(io, |req| {
+            origin = req.origin().map(str::to_owned);
+            let mut upgrade = Upgrade::new();
+            if req.protocols().any(|p| p == "chat") {
+                upgrade = upgrade.protocol("chat");
+            }
+            Ok(upgrade)
+        })
+        .await;
+    let mut ws = match accepted {
+        Ok(ws) => ws,
+        Err(e) => {
+            let _ = tx.send(Report::failed(format!("accept: {e}")));
+            return;
+        }
+    };
+    let mut error = None;
+    while let Some(r) = ws.recv().await {
+        match r {
+            Ok(Message::Text(t)) if t.as_str() == "close me" => {
+                if let Err(e) = ws.close(CloseCode::GOING_AWAY, "going away").await {
+                    error = Some(format!("close: {e}"));
+                }
+                break;
+            }
+            Ok(msg) => {
+                if let Err(e) = ws.send(msg).await {
+                    error = Some(format!("send: {e}"));
+                    break;
+                }
+            }
+            Err(e) => {
+                error = Some(format!("recv: {e}"));
+                break;
+            }
+        }
+    }
+    let _ = tx.send(Report {
+        protocol: ws.protocol().map(str::to_owned),
+        origin,
+        compressed: ws.is_compressed(),
+        close: ws.close_frame().cloned(),
+        error,
+    });
+}
+
+// ----- TLS -------------------------------------------------------------------
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written to a
+/// temporary directory as PEM for the peers, with rustls configurations for
+/// herald. The directory goes with the value.
+pub struct Tls {
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+    pub server: Arc<rustls::ServerConfig>,
+    pub client: Arc<rustls::ClientConfig>,
+    dir: PathBuf,
+}
+
+impl Tls {
+    pub fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let certified = rcgen::generate_simple_self_signed(vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+        ])
+        .unwrap();
+        let dir = std::env::temp_dir().join(format!(
+            "herald-test-tls-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert_pem = dir.join("cert.pem");
+        let key_pem = dir.join("key.pem");
+        std::fs::write(&cert_pem, certified.cert.pem()).unwrap();
+        std::fs::write(&key_pem, certified.signing_key.serialize_pem()).unwrap();
+
+        let cert = certified.cert.der().clone();
+        let key =
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.clone()], key)
+        .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = herald::client_config(roots);
+        Self {
+            cert_pem,
+            key_pem,
+            server: Arc::new(server),
+            client: Arc::new(client),
+            dir,
+        }
+    }
+}
+
+impl Drop for Tls {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ----- peers: child processes ----------------------------------------------------
+
+/// The repository's interop/ directory (peer scripts, node_modules).
+pub fn interop_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop")
+}
+
+/// A peer running as a child process, killed when dropped. Its stdout is
+/// read line by line (JSON lines); its stderr goes to the test's stderr.
+/// Its stdin stays open while we live: the peer scripts exit when it
+/// closes, so even a test killed without unwinding leaves none behind.
+pub struct Peer {
+    name: String,
+    child: Child,
+    stdout: Lines<BufReader<ChildStdout>>,
+    _stdin: tokio::process::ChildStdin,
+}
+
+impl Peer {
+    /// Runs `program args...` in interop/.
+    pub fn spawn(program: &str, args: &[&str]) -> Self {
+        let dir = interop_dir();
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(&dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {program} {args:?} in {}: {e} (run scripts/install-peers)",
+                    dir.display()
+                )
+            });
+        let stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let stdin = child.stdin.take().unwrap();
+        Self {
+            name: format!("{program} {}", args.join(" ")),
+            child,
+            stdout,
+            _stdin: stdin,
+        }
+    }
+
+    /// The next line the peer prints; fails the test if it prints none in
+    /// time or exits first.
+    pub async fn line(&mut self) -> String {
+        let what = format!("a line from `{}`", self.name);
+        match within(&what, self.stdout.next_line()).await {
+            Ok(Some(line)) => line,
+            Ok(None) => panic!("`{}` exited before printing {what}", self.name),
+            Err(e) => panic!("reading from `{}`: {e}", self.name),
+        }
+    }
+
+    /// The peer's first line, `{"event":"listening","port":N}`, as a port.
+    pub async fn port(&mut self) -> u16 {
+        let line = self.line().await;
+        let port = line
+            .strip_prefix(r#"{"event":"listening","port":"#)
+            .and_then(|rest| rest.strip_suffix('}'))
+            .and_then(|p| p.parse().ok());
+        port.unwrap_or_else(|| panic!("`{}` printed {line:?}, not its port", self.name))
+    }
+
+    /// Waits for the peer to exit with status 0, with no more output.
+    pub async fn success(mut self) {
+        let rest = within("the peer's exit", async {
+            let mut rest = Vec::new();
+            while let Ok(Some(line)) = self.stdout.next_line().await {
+                rest.push(line);
+            }
+            rest
+        })
+        .await;
+        assert!(
+            rest.is_empty(),
+            "`{}` printed more than expected: {rest:?}",
+            self.name
+        );
+        let status = within("the peer's exit", self.child.wait()).await.unwrap();
+        assert!(status.success(), "`{}` exited with {status}", self.name);
+    }
+}
+
+// ----- the interop suite, run against each real peer ---------------------------
+
+/// A real peer: its client and server scripts in interop/.
+#[derive(Debug, Clone, Copy)]
+pub enum Lang {
+    /// Python `websockets` (python_client.py, python_server.py).
+    Python,
+    /// Node `ws` (node_client.mjs, node_server.mjs).
+    Node,
+}
+
+impl Lang {
+    /// Runs the peer's client against `url`.
+    pub fn client(self, url: &str, scenario: &str, extra: &[&str]) -> Peer {
+        let (program, script) = match self {
+            Self::Python => ("python3", "python_client.py"),
+            Self::Node => ("node", "node_client.mjs"),
+        };
+        let mut args = vec![script, url, scenario];
+        args.extend_from_slice(extra);
+        Peer::spawn(program, &args)
+    }
+
+    /// Starts the peer's echo server; returns it with its port.
+    pub async fn server(self, extra: &[&str]) -> (Peer, u16) {
+        let (program, script) = match self {
+            Self::Python => ("python3", "python_server.py"),
+            Self::Node => ("node", "node_server.mjs"),
+        };
+        let mut args = vec![script];
+        args.extend_from_slice(extra);
+        let mut peer = Peer::spawn(program, &args);
+        let port = peer.port().await;
+        (peer, port)
+    }
+}
+
+/// Tests of a herald server with a peer's client.
+pub mod herald_server {
+    use super::*;
+
+    /// The peer's client runs `scenario` and prints exactly `lines`; the
+    /// server's report of the connection is returned.
+    async fn run(
+        lang: Lang,
+        server: &mut EchoServer,
+        scenario: &str,
+        extra: &[&str],
+        lines: Vec<String>,
+    ) -> Report {
+        let mut peer = lang.client(&server.url(), scenario, extra);
+        for expected in lines {
+            assert_eq!(peer.line().await, expected);
+        }
+        peer.success().await;
+        let report = server.report().await;
+        assert_eq!(report.error, None, "server side: {report:?}");
+        report
+    }
+
+    fn echo_lines(open: String, close: String) -> Vec<String> {
+        let mut lines = vec![open];
+        lines.extend(expected_echo_lines());
+        lines.push(close);
+        lines
+    }
+
+    pub async fn echo(lang: Lang) {
+        let mut server = EchoServer::start(Config::default(), None).await;
+        let lines = echo_lines(open_line(None, false), closed_line(1000, ""));
+        let report = run(lang, &mut server, "echo", &[], lines).await;
+        assert_eq!(report.close, Some(CloseFrame::new(CloseCode::NORMAL, "")));
+        assert!(!report.compressed);
+    }
+
+    pub async fn deflate(lang: Lang) {
+        let config = Config::default().deflate(Some(herald::DeflateConfig::default()));
+        let mut server = EchoServer::start(config, None).await;
+        let lines = echo_lines(open_line(None, true), closed_line(1000, ""));
+        let report = run(lang, &mut server, "echo", &[], lines).await;
+        assert!(report.compressed, "server side not compressed: {report:?}");
+    }
+
+    pub async fn subprotocol(lang: Lang) {
+        let mut server = EchoServer::start(Config::default(), None).await;
+        let extra = ["--protocol", "chat", "--protocol", "superchat"];
+        let lines = vec![open_line(Some("chat"), false), closed_line(4000, "")];
+        let report = run(lang, &mut server, "client_close", &extra, lines).await;
+        assert_eq!(report.protocol.as_deref(), Some("chat"));
+    }
+
+    /// The client closes with 4000 "done"; herald echoes the code (with no
+    /// reason) and reports the client's frame.
+    pub async fn client_close(lang: Lang) {
+        let mut server = EchoServer::start(Config::default(), None).await;
+        let lines = vec![open_line(None, false), closed_line(4000, "")];
+        let report = run(lang, &mut server, "client_close", &[], lines).await;
+        assert_eq!(report.close, Some(CloseFrame::new(CloseCode(4000), "done")));
+        assert_eq!(report.protocol, None);
+    }
+
+    /// The server closes with 1001 "going away"; the client sees both.
+    pub async fn server_close(lang: Lang) {
+        let mut server = EchoServer::start(Config::default(), None).await;
+        let lines = vec![open_line(None, false), closed_line(1001, "going away")];
+        let report = run(lang, &mut server, "server_close", &[], lines).await;
+        // The peer's reply echoes our code.
+        assert_eq!(report.close.map(|f| f.code), Some(CloseCode::GOING_AWAY));
+    }
+
+    pub async fn wss(lang: Lang) {
+        let tls = Tls::new();
+        let mut server = EchoServer::start(Config::default(), Some(tls.server.clone())).await;
+        assert!(server.url().starts_with("wss://127.0.0.1:"));
+        let cafile = tls.cert_pem.to_str().unwrap();
+        let lines = echo_lines(open_line(None, false), closed_line(1000, ""));
+        run(lang, &mut server, "echo", &["--cafile", cafile], lines).await;
+    }
+}
+
+/// Tests of a herald client with a peer's echo server (deflate on, "chat"
+/// selected when offered, "close me" makes it close with 1001).
+pub mod herald_client {
+    use herald::Client;
+
+    use super::*;
+
+    async fn connect(
+        client: Client,
+    ) -> (herald::WebSocket<herald::MaybeTlsStream>, herald::Response) {
+        let (ws, response) = within("connect", client.connect()).await.unwrap();
+        assert_eq!(response.status(), 101);
+        (ws, response)
+    }
+
+    async fn close(
+        ws: &mut herald::WebSocket<herald::MaybeTlsStream>,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        let frame = within("close handshake", ws.close(code, reason))
+            .await
+            .unwrap();
+        assert_eq!(frame.code, code, "the peer's reply to our Close");
+    }
+
+    pub async fn echo(lang: Lang) {
+        let (mut peer, port) = lang.server(&[]).await;
+        let (mut ws, response) = connect(Client::new(format!("ws://127.0.0.1:{port}/"))).await;
+        assert!(response.deflate().is_none() && !ws.is_compressed());
+        assert_eq!(ws.protocol(), None);
+        assert_eq!(peer.line().await, open_line(None, false));
+        echo_matrix(&mut ws).await;
+        close(&mut ws, CloseCode::NORMAL, "").await;
+        assert_eq!(peer.line().await, closed_line(1000, ""));
+    }
+
+    pub async fn deflate(lang: Lang) {
+        let (mut peer, port) = lang.server(&[]).await;
+        let client = Client::new(format!("ws://127.0.0.1:{port}/"))
+            .deflate(herald::DeflateConfig::default());
+        let (mut ws, response) = connect(client).await;
+        assert!(
+            response.deflate().is_some(),
+            "the server declined permessage-deflate"
+        );
+        assert!(ws.is_compressed());
+        assert_eq!(peer.line().await, open_line(None, true));
+        echo_matrix(&mut ws).await;
+        close(&mut ws, CloseCode::NORMAL, "").await;
+        assert_eq!(peer.line().await, closed_line(1000, ""));
+    }
+
+    pub async fn subprotocol(lang: Lang) {
+        let (mut peer, port) = lang.server(&[]).await;
+        let client = Client::new(format!("ws://127.0.0.1:{port}/"))
+            .protocol("chat")
+            .protocol("superchat");
+        let (mut ws, response) = connect(client).await;
+        assert_eq!(response.protocol(), Some("chat"));
+        assert_eq!(ws.protocol(), Some("chat"));
+        assert_eq!(peer.line().await, open_line(Some("chat"), false));
+        close(&mut ws, CloseCode::NORMAL, "").await;
+        assert_eq!(peer.line().await, closed_line(1000, ""));
+    }
+
+    pub async fn client_close(lang: Lang) {
+        let (mut peer, port) = lang.server(&[]).await;
+        let (mut ws, _) = connect(Client::new(format!("ws://127.0.0.1:{port}/"))).await;
+        assert_eq!(peer.line().await, open_line(None, false));
+        close(&mut ws, CloseCode(4000), "done").await;
+        assert_eq!(peer.line().await, closed_line(4000, "done"));
+        assert!(within("end of stream", ws.recv()).await.is_none());
+    }
+
+    pub async fn server_close(lang: Lang) {
+        let (mut peer, port) = lang.server(&[]).await;
+        let (mut ws, _) = connect(Client::new(format!("ws://127.0.0.1:{port}/"))).await;
+        assert_eq!(peer.line().await, open_line(None, false));
+        within("send", ws.send(Message::text("close me")))
+            .await
+            .unwrap();
+        match within("the server's Close", ws.recv()).await {
+            None => {}
+            Some(other) => panic!("expected the end of the stream, got {other:?}"),
+        }
+        assert_eq!(
+            ws.close_frame(),
+            Some(&CloseFrame::new(CloseCode::GOING_AWAY, "going away"))
+        );
+        // Herald echoed the code, without the reason.
+        assert_eq!(peer.line().await, closed_line(1001, ""));
+    }
+
+    pub async fn wss(lang: Lang) {
+        let tls = Tls::new();
+        let (cert, key) = (
+            tls.cert_pem.to_str().unwrap(),
+            tls.key_pem.to_str().unwrap(),
+        );
+        let (mut peer, port) = lang.server(&["--cert", cert, "--key", key]).await;
+        let client = Client::new(format!("wss://127.0.0.1:{port}/")).tls_config(tls.client.clone());
+        let (mut ws, _) = connect(client).await;
+        assert_eq!(peer.line().await, open_line(None, false));
+        echo_matrix(&mut ws).await;
+        close(&mut ws, CloseCode::NORMAL, "").await;
+        assert_eq!(peer.line().await, closed_line(1000, ""));
+    }
+}
+
+// ----- a scripted raw peer: bytes by hand ----------------------------------------
+
+/// The RFC 6455 1.3 sample key and its accept value.
+pub const SAMPLE_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub const SAMPLE_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// A valid client handshake request for `/`.
+pub fn handshake_request() -> String {
+    format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {SAMPLE_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Connects to `addr` and completes the opening handshake by hand.
+pub async fn raw_client(addr: SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = within("connect", tokio::net::TcpStream::connect(addr))
+        .await
+        .unwrap();
+    tcp.write_all(handshake_request().as_bytes()).await.unwrap();
+    // Byte by byte, so nothing past the head is consumed.
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let b = within("the 101 response", tcp.read_u8())
+            .await
+            .expect("EOF in the 101 response");
+        head.push(b);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101 "), "not a 101: {head}");
+    assert!(head.contains(SAMPLE_ACCEPT), "wrong accept: {head}");
+    tcp
+}
+
+/// One frame as read off the wire (from a server: unmasked).
+#[derive(Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+/// Reads one unmasked frame; `None` on a clean EOF before its first byte.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> Option<RawFrame> {
+    use tokio::io::AsyncReadExt;
+    let b0 = match r.read_u8().await {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+        Err(e) => panic!("reading a frame: {e}"),
+    };
+    let b1 = r.read_u8().await.unwrap();
+    assert_eq!(b1 & 0x80, 0, "a server frame must not be masked");
+    let len = match b1 & 0x7f {
+        126 => r.read_u16().await.unwrap() as u64,
+        127 => r.read_u64().await.unwrap(),
+        n => n as u64,
+    };
+    let mut payload = vec![0; len as usize];
+    r.read_exact(&mut payload).await.unwrap();
+    Some(RawFrame {
+        fin: b0 & 0x80 != 0,
+        opcode: b0 & 0x0f,
+        payload,
+    })
+}
+
+/// A masked client frame with FIN set.
+pub fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n if n < 126 => out.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            out.push(0x80 | 127);
+            out.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out
+}
+
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+pub const OP_PING: u8 = 0x9;
+pub const OP_PONG: u8 = 0xa;

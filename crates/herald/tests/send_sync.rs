@@ -1,0 +1,112 @@
+//! Pins the auto traits of the public async types (as tokio does): a change
+//! that makes a socket, a half or a future `!Send` fails to compile here.
+//!
+//! `Sync` is checked with a probe that answers at run time instead, so one
+//! missing `Sync` fails its test rather than the build of every test.
+
+use std::marker::PhantomData;
+
+use herald::{Acceptor, Client, MaybeTlsStream, ReadHalf, WebSocket, WriteHalf};
+use tokio::net::TcpStream;
+
+fn send<T: Send>() {}
+fn send_value<T: Send>(_: &T) {}
+
+/// `Probe::<T>::SYNC`: the inherent const exists only where `T: Sync` and
+/// shadows the trait's `false` (the `impls` crate's trick).
+struct Probe<T: ?Sized>(PhantomData<T>);
+trait NotSync {
+    const SYNC: bool = false;
+}
+impl<T: ?Sized> NotSync for Probe<T> {}
+impl<T: ?Sized + Sync> Probe<T> {
+    const SYNC: bool = true;
+}
+
+macro_rules! assert_sync {
+    ($($t:ty),* $(,)?) => {{
+        let missing: Vec<&str> = [$((stringify!($t), Probe::<$t>::SYNC)),*]
+            .into_iter()
+            .filter(|(_, sync)| !sync)
+            .map(|(name, _)| name)
+            .collect();
+        assert!(missing.is_empty(), "not Sync: {missing:?}");
+    }};
+}
+
+#[test]
+fn sockets_are_send() {
+    send::<WebSocket<TcpStream>>();
+    send::<WebSocket<MaybeTlsStream>>();
+    send::<MaybeTlsStream>();
+    send::<herald::Error>();
+    send::<herald::TrySendError>();
+}
+
+/// Like tokio's `TcpStream`: a `&WebSocket` held across an `.await` (an
+/// `async fn` taking `&WebSocket`, say) keeps the future `Send`.
+#[test]
+fn sockets_are_sync() {
+    assert_sync!(
+        MaybeTlsStream,
+        herald::Error,
+        WebSocket<TcpStream>,
+        WebSocket<MaybeTlsStream>
+    );
+}
+
+/// Each half moves into its own task, and `&half` may be shared.
+#[test]
+fn halves_are_send_and_sync() {
+    send::<ReadHalf<TcpStream>>();
+    send::<WriteHalf<TcpStream>>();
+    send::<ReadHalf<MaybeTlsStream>>();
+    send::<WriteHalf<MaybeTlsStream>>();
+    assert_sync!(
+        ReadHalf<TcpStream>,
+        WriteHalf<TcpStream>,
+        ReadHalf<MaybeTlsStream>,
+        WriteHalf<MaybeTlsStream>
+    );
+}
+
+#[test]
+fn builders_are_send_and_sync() {
+    send::<Client>();
+    send::<Acceptor>();
+    assert_sync!(Client, Acceptor);
+}
+
+/// The futures can be `tokio::spawn`ed. Built, never polled.
+#[allow(clippy::let_underscore_future)]
+#[test]
+fn futures_are_send() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    send_value(&Client::new("ws://127.0.0.1:1/").connect());
+    send_value(&herald::connect("ws://127.0.0.1:1/"));
+
+    let acceptor = Acceptor::default();
+    let (a, _b) = tokio::io::duplex(64);
+    send_value(&acceptor.accept(a));
+    let (a, _b) = tokio::io::duplex(64);
+    send_value(&acceptor.accept_with(a, |_| Ok(herald::Upgrade::new())));
+
+    fn socket_futures(ws: &mut WebSocket<TcpStream>) {
+        send_value(&ws.recv());
+        send_value(&ws.send(herald::Message::text("x")));
+        send_value(&ws.close(herald::CloseCode::NORMAL, ""));
+    }
+    fn half_futures(r: &mut ReadHalf<TcpStream>, w: &mut WriteHalf<TcpStream>) {
+        send_value(&r.recv());
+        send_value(&w.send(herald::Message::text("x")));
+        send_value(&w.close(herald::CloseCode::NORMAL, ""));
+    }
+    let _ = (
+        socket_futures as fn(&mut _),
+        half_futures as fn(&mut _, &mut _),
+    );
+}
