@@ -25,9 +25,21 @@ mod common;
 
 use common::{BINARY_20, FRAMES, TEXT_20, masked_frame, masked_frames};
 
-/// `receive` then drain every event; returns the number of messages.
+/// `receive` then drain every event, while `receive` consumes bytes (it
+/// stops after each message); returns the number of messages.
 fn receive_drain(conn: &mut Connection, buf: &mut BytesMut, now: Instant) -> usize {
-    conn.receive(buf, now).expect("valid frames");
+    let mut n = 0;
+    loop {
+        let before = buf.len();
+        conn.receive(buf, now).expect("valid frames");
+        n += drain_events(conn);
+        if buf.is_empty() || buf.len() == before {
+            return n;
+        }
+    }
+}
+
+fn drain_events(conn: &mut Connection) -> usize {
     let mut n = 0;
     while let Some(ev) = conn.poll_event() {
         match ev {

@@ -50,20 +50,24 @@ impl Utf8Validator {
                 }
             }
         }
-        if simdutf8::basic::from_utf8(input).is_ok() {
-            return Ok(());
+        // Split off a code point cut by the end of the piece (at most 3
+        // bytes) so the bulk is validated once, by the fast path.
+        let cut = incomplete_tail(input);
+        let (body, tail) = input.split_at(cut);
+        if simdutf8::basic::from_utf8(body).is_err() {
+            return Err(InvalidUtf8);
         }
-        match simdutf8::compat::from_utf8(input) {
-            Ok(_) => Ok(()),
-            Err(e) if e.error_len().is_some() => Err(InvalidUtf8),
-            Err(e) => {
-                // A valid prefix of a code point ends the piece.
-                let tail = &input[e.valid_up_to()..];
-                self.pending[..tail.len()].copy_from_slice(tail);
-                self.pending_len = tail.len() as u8;
-                Ok(())
+        if !tail.is_empty() {
+            // The tail must be a valid start of a code point: F4 90 can
+            // never become valid and fails now, not when more arrives.
+            match simdutf8::compat::from_utf8(tail) {
+                Err(e) if e.error_len().is_none() => {}
+                _ => return Err(InvalidUtf8),
             }
+            self.pending[..tail.len()].copy_from_slice(tail);
+            self.pending_len = tail.len() as u8;
         }
+        Ok(())
     }
 
     /// Ends the stream: a code point still open is an error.
@@ -72,6 +76,27 @@ impl Utf8Validator {
         self.pending_len = 0;
         if complete { Ok(()) } else { Err(InvalidUtf8) }
     }
+}
+
+/// Where a multi-byte sequence that the end of `input` cuts short begins;
+/// `input.len()` if the input ends on a boundary (or with invalid bytes,
+/// which the full check then reports).
+fn incomplete_tail(input: &[u8]) -> usize {
+    let n = input.len();
+    for back in 1..=3.min(n) {
+        let b = input[n - back];
+        if b & 0xC0 == 0x80 {
+            continue; // continuation byte: look further back
+        }
+        let needed = match b {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => return n,
+        };
+        return if needed > back { n - back } else { n };
+    }
+    n
 }
 
 #[cfg(test)]

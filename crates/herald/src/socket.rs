@@ -61,6 +61,9 @@ pub struct WebSocket<S> {
     /// A task waiting for the write queue to drain. With split halves, the
     /// reader's writes may take the transport's write waker from it.
     writer: Option<Waker>,
+    /// `read_buf` may hold more complete frames: the core stops after each
+    /// data message so the application answers it first.
+    refeed: bool,
 }
 
 /// Where the connection is in its shutdown.
@@ -116,6 +119,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             reader: None,
             reader_parked: false,
             writer: None,
+            refeed: true,
         }
     }
 
@@ -243,6 +247,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 continue;
             }
 
+            // Frames already read come first: all of them are handled before
+            // anything is written, so every reply to one read leaves in one
+            // vectored write.
+            if self.refeed && !self.read_buf.is_empty() {
+                self.feed();
+                continue;
+            }
+
             // Write what the core queued (pongs, echoes), without waiting.
             if let Poll::Ready(Err(e)) = self.poll_write_queue(cx) {
                 self.fail_io(e);
@@ -267,14 +279,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             match self.poll_read(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => self.core.receive_eof(),
-                Poll::Ready(Ok(_)) => {
-                    let now = tokio::time::Instant::now().into_std();
-                    if let Err(e) = self.core.receive(&mut self.read_buf, now) {
-                        self.enter_closing(Some(Box::new(Error::Protocol(e))));
-                    }
-                }
+                Poll::Ready(Ok(_)) => self.feed(),
                 Poll::Ready(Err(e)) => self.fail_io(e),
             }
+        }
+    }
+
+    /// Hands buffered bytes to the core.
+    fn feed(&mut self) {
+        let before = self.read_buf.len();
+        let now = tokio::time::Instant::now().into_std();
+        let result = self.core.receive(&mut self.read_buf, now);
+        self.refeed = self.read_buf.len() != before;
+        if let Err(e) = result {
+            self.enter_closing(Some(Box::new(Error::Protocol(e))));
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! The call loop, once for all:
 //!
-//! 1. Feed what the transport read: [`Connection::receive`], or the end of
-//!    the stream: [`Connection::receive_eof`].
+//! 1. Feed what the transport read: [`Connection::receive`] (again, after
+//!    step 3, while it still consumes bytes), or the end of the stream:
+//!    [`Connection::receive_eof`].
 //! 2. Drain frames to write with [`Connection::poll_transmit`] and write them.
 //! 3. Drain [`Connection::poll_event`] and act on each event.
 //! 4. Arm a timer for [`Connection::poll_timeout`]; when it fires, call
@@ -212,10 +213,14 @@ impl Connection {
 
     /// Processes bytes read from the transport.
     ///
-    /// Complete frames are taken from the front of `buf`; an incomplete
-    /// frame is left there (already unmasked and UTF-8 checked as far as it
-    /// goes) for the next call, with more bytes appended. Payloads are split
-    /// off `buf` without copying.
+    /// Complete frames are taken from the front of `buf`, up to and
+    /// including the first one that completes a data message; the rest
+    /// stays in `buf`. So after draining events, call `receive` again while
+    /// it consumes bytes, before reading more: the application then answers
+    /// each message before a later frame in the same read can fail the
+    /// connection. An incomplete frame is left in `buf` (already unmasked
+    /// and UTF-8 checked as far as it goes) until more bytes are appended.
+    /// Payloads are split off `buf` without copying.
     ///
     /// On a protocol error the connection fails: a Close frame with the
     /// matching code is queued, the state becomes [`State::Closed`], and the

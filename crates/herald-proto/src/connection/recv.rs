@@ -80,12 +80,24 @@ pub(super) fn receive(
         };
         let streaming = conn.config.message_mode == MessageMode::Streaming
             && !pending.header.opcode.is_control();
+        let events_before = conn.events.len();
         let complete = if streaming {
             stream_frame(conn, buf, pending, now)?
         } else {
             buffer_frame(conn, buf, pending, now)?
         };
         if !complete {
+            return Ok(());
+        }
+        // Stop after a data message so the application sees it, and can
+        // answer it, before anything later in the buffer fails the
+        // connection: a peer that sends a message and then a bad frame
+        // gets the echo before the Close (Autobahn's "strict" order).
+        let delivered = conn
+            .events
+            .range(events_before..)
+            .any(|e| matches!(e, Event::Message(_) | Event::Fragment(_)));
+        if delivered {
             return Ok(());
         }
     }

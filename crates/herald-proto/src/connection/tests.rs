@@ -30,7 +30,14 @@ fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
 
 fn feed(conn: &mut Connection, bytes: &[u8], now: Instant) -> Result<(), ProtocolError> {
     let mut buf = BytesMut::from(bytes);
-    let r = conn.receive(&mut buf, now);
+    // `receive` stops after each data message: call again while it consumes.
+    let r = loop {
+        let before = buf.len();
+        let r = conn.receive(&mut buf, now);
+        if r.is_err() || buf.is_empty() || buf.len() == before {
+            break r;
+        }
+    };
     if r.is_ok() && conn.state != State::Closed {
         assert!(buf.is_empty(), "whole frames consumed");
     }

@@ -113,7 +113,11 @@ mod tests {
                     apply_mask(&mut inside[start..start + len], key, offset);
                     naive(&mut a, key, offset);
                     apply_mask(&mut b, key, offset);
-                    assert_eq!(&inside[start..start + len], &a[..], "len {len} start {start}");
+                    assert_eq!(
+                        &inside[start..start + len],
+                        &a[..],
+                        "len {len} start {start}"
+                    );
                     assert_eq!(a, b);
                 }
             }

@@ -207,6 +207,25 @@ fn status_phrase(status: u16) -> &'static str {
     }
 }
 
+/// Header slots kept on the stack for the default limit, so parsing a
+/// handshake allocates nothing: every transient allocation per connection
+/// fragments the heap that long-lived connections then live in.
+pub(crate) const STACK_HEADERS: usize = 64;
+
+/// `max` header slots: on the stack when they fit, else on the heap.
+pub(crate) fn header_slots<'a, 'h>(
+    stack: &'a mut [httparse::Header<'h>; STACK_HEADERS],
+    heap: &'a mut Vec<httparse::Header<'h>>,
+    max: usize,
+) -> &'a mut [httparse::Header<'h>] {
+    if max <= STACK_HEADERS {
+        &mut stack[..max]
+    } else {
+        heap.resize(max, httparse::EMPTY_HEADER);
+        heap
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,24 +359,5 @@ mod tests {
         assert_eq!((l.max_header_bytes, l.max_headers), (8192, 64));
         let l = l.max_header_bytes(100).max_headers(3);
         assert_eq!((l.max_header_bytes, l.max_headers), (100, 3));
-    }
-}
-
-/// Header slots kept on the stack for the default limit, so parsing a
-/// handshake allocates nothing: every transient allocation per connection
-/// fragments the heap that long-lived connections then live in.
-pub(crate) const STACK_HEADERS: usize = 64;
-
-/// `max` header slots: on the stack when they fit, else on the heap.
-pub(crate) fn header_slots<'a, 'h>(
-    stack: &'a mut [httparse::Header<'h>; STACK_HEADERS],
-    heap: &'a mut Vec<httparse::Header<'h>>,
-    max: usize,
-) -> &'a mut [httparse::Header<'h>] {
-    if max <= STACK_HEADERS {
-        &mut stack[..max]
-    } else {
-        heap.resize(max, httparse::EMPTY_HEADER);
-        heap
     }
 }
