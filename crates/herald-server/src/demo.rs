@@ -134,13 +134,19 @@ impl Endpoint for Game {
     fn on_open(&self, hub: &Arc<Hub>, session: &Session, _namespace: &str) {
         let info = session.info();
         let mut world = self.world();
-        let n = world.players.len() as i32;
+        // The first free square of the bottom rows.
+        let taken = |x: i32, y: i32| world.players.values().any(|p| p.x == x && p.y == y);
+        let (x, y) = (0..HEIGHT)
+            .rev()
+            .flat_map(|y| (0..WIDTH).map(move |x| (x, y)))
+            .find(|&(x, y)| !taken(x, y))
+            .unwrap_or((0, HEIGHT - 1));
         world.players.insert(
             info.client.clone(),
             Piece {
                 id: info.client.clone(),
-                x: n % WIDTH,
-                y: HEIGHT - 1,
+                x,
+                y,
                 name: info.name.clone(),
             },
         );

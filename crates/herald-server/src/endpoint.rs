@@ -73,7 +73,7 @@ impl Session {
 /// the connection's task: keep them short, and hand long work to a task
 /// of your own.
 pub trait Endpoint: Send + Sync + 'static {
-    /// `session` subscribed to a channel of `namespace`.
+    /// `session` subscribed to its first channel of `namespace`.
     fn on_open(&self, hub: &Arc<Hub>, session: &Session, namespace: &str) {
         let _ = (hub, session, namespace);
     }
@@ -84,7 +84,8 @@ pub trait Endpoint: Send + Sync + 'static {
         let _ = (hub, session, channel, data);
     }
 
-    /// `session`, which had joined `namespace`, disconnected.
+    /// `session` left `namespace`: unsubscribed from its last channel
+    /// there, or disconnected.
     fn on_close(&self, hub: &Arc<Hub>, session: &Session, namespace: &str) {
         let _ = (hub, session, namespace);
     }

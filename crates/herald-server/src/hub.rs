@@ -288,12 +288,14 @@ impl Hub {
 
     /// Subscribes `client` and queues the reply for command `id` (with the
     /// recovered publications when asked), all under the channel's lock.
+    /// Returns whether this is the client's first channel in the namespace
+    /// (when an endpoint's `on_open` is due).
     pub(crate) fn subscribe(
         &self,
         client: &Arc<Client>,
         id: u32,
         params: &protocol::SubscribeParams,
-    ) -> Result<(), ErrorCode> {
+    ) -> Result<bool, ErrorCode> {
         let channel = params.channel.as_str();
         let ns = self.namespace(channel)?;
         if !client.may_access(channel) {
@@ -313,6 +315,7 @@ impl Hub {
         if count >= self.config.max_subscriptions {
             return Err(ErrorCode::LimitExceeded);
         }
+        let first_in_namespace = !self.in_namespace(&channels, client.id, channel);
         let ch = Self::channel(&mut channels, channel);
         trim_history(ch, ns, Instant::now());
         let (recovered, publications) = if params.recover {
@@ -346,11 +349,27 @@ impl Hub {
         }
         ch.subscribers.insert(client.id, client.clone());
         self.metrics.subscriptions(1);
-        Ok(())
+        Ok(first_in_namespace)
     }
 
-    /// Unsubscribes `client` from `channel`.
-    pub(crate) fn unsubscribe(&self, client: &Client, channel: &str) -> Result<(), ErrorCode> {
+    /// Whether `client` is subscribed to a channel of `channel`'s namespace.
+    fn in_namespace(
+        &self,
+        channels: &HashMap<Arc<str>, Channel>,
+        client: u64,
+        channel: &str,
+    ) -> bool {
+        let ns = self.config.namespace_of(channel).map(|(ns, _)| ns);
+        channels.iter().any(|(name, ch)| {
+            ch.subscribers.contains_key(&client)
+                && self.config.namespace_of(name).map(|(n, _)| n) == ns
+        })
+    }
+
+    /// Unsubscribes `client` from `channel`. Returns whether it was the
+    /// client's last channel in the namespace (when an endpoint's
+    /// `on_close` is due).
+    pub(crate) fn unsubscribe(&self, client: &Client, channel: &str) -> Result<bool, ErrorCode> {
         self.namespace(channel)?;
         let mut channels = lock(&self.channels);
         if !channels
@@ -360,7 +379,7 @@ impl Hub {
             return Err(ErrorCode::NotSubscribed);
         }
         self.leave(&mut channels, channel, client);
-        Ok(())
+        Ok(!self.in_namespace(&channels, client.id, channel))
     }
 
     fn leave(&self, channels: &mut HashMap<Arc<str>, Channel>, channel: &str, client: &Client) {
@@ -645,6 +664,30 @@ mod tests {
             hub.presence("quotes:ACME"),
             Err(ErrorCode::PermissionDenied)
         );
+    }
+
+    #[test]
+    fn endpoint_open_and_close_once_per_namespace() {
+        let hub = hub();
+        let a = hub.register("u".into(), None, None);
+        // First channel of the namespace: on_open is due; second: not.
+        assert_eq!(
+            hub.subscribe(&a, 1, &sub("game:one", false, None, None)),
+            Ok(true)
+        );
+        assert_eq!(
+            hub.subscribe(&a, 2, &sub("game:two", false, None, None)),
+            Ok(false)
+        );
+        assert_eq!(
+            hub.subscribe(&a, 3, &sub("chat:x", false, None, None)),
+            Ok(true)
+        );
+        // Leaving one of two: not yet; the last: on_close is due.
+        assert_eq!(hub.unsubscribe(&a, "game:one"), Ok(false));
+        assert_eq!(hub.unsubscribe(&a, "game:two"), Ok(true));
+        // Disconnecting reports only namespaces still joined (and with an endpoint).
+        assert!(hub.unregister(&a).is_empty());
     }
 
     #[test]

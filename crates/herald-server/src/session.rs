@@ -222,17 +222,24 @@ fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), &'stat
         Method::Connect(_) => reply(Err(ErrorCode::BadRequest)),
         // The hub queues the reply itself, ahead of any publication.
         Method::Subscribe(params) => match hub.subscribe(client, id, &params) {
-            Ok(()) => {
+            // Once per client and namespace, however many channels.
+            Ok(true) => {
                 if let Some((ns, endpoint)) = hub.endpoint_for(&params.channel) {
                     endpoint.on_open(hub, &Session::new(client.clone()), &ns);
                 }
             }
+            Ok(false) => {}
             Err(code) => reply(Err(code)),
         },
-        Method::Unsubscribe(params) => reply(
-            hub.unsubscribe(client, &params.channel)
-                .map(|()| serde_json::json!({})),
-        ),
+        Method::Unsubscribe(params) => {
+            let result = hub.unsubscribe(client, &params.channel);
+            if result == Ok(true)
+                && let Some((ns, endpoint)) = hub.endpoint_for(&params.channel)
+            {
+                endpoint.on_close(hub, &Session::new(client.clone()), &ns);
+            }
+            reply(result.map(|_| serde_json::json!({})));
+        }
         Method::Publish(params) => reply(publish(hub, client, params)),
         Method::Presence(params) => reply(if client.may_access(&params.channel) {
             hub.presence(&params.channel)

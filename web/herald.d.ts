@@ -1,0 +1,150 @@
+// Types for herald.js, the browser client of `herald serve`.
+// The wire protocol is docs/protocol.md.
+
+/** Who published, joined or left. `user` is the token's subject ("" in dev mode). */
+export interface ClientInfo {
+  client: string;
+  user: string;
+  name?: string;
+}
+
+/** A publication as delivered to `onPublication`. */
+export interface Publication<T = unknown> {
+  channel: string;
+  epoch: string;
+  offset: number;
+  data: T;
+  /** Absent for publications from the HTTP API or server logic. */
+  info?: ClientInfo;
+  /** Delivered from a resubscribe's recovery rather than live. */
+  recovered: boolean;
+}
+
+/** A publication as the server sends it (history, subscribe results). */
+export interface WirePublication<T = unknown> {
+  offset: number;
+  data: T;
+  info?: ClientInfo;
+}
+
+/** The result of `subscribe`, also passed to onSubscribed / onRecovered / onGap. */
+export interface SubscribeResult {
+  epoch: string;
+  offset: number;
+  /** Present on a resubscribe with recovery. */
+  recovered?: boolean;
+  publications?: WirePublication[];
+}
+
+export interface ConnectResult {
+  client: string;
+  version: string;
+  /** Heartbeat interval in seconds. */
+  ping: number;
+}
+
+export interface SubscriptionHandlers<T = unknown> {
+  onPublication?(publication: Publication<T>): void;
+  onJoin?(info: ClientInfo): void;
+  onLeave?(info: ClientInfo): void;
+  /** After every successful subscribe or resubscribe. */
+  onSubscribed?(result: SubscribeResult): void;
+  /** After a resubscribe that recovered everything missed. */
+  onRecovered?(result: SubscribeResult): void;
+  /** After a resubscribe that could not fill the gap: reload your state. */
+  onGap?(result: SubscribeResult): void;
+  /** A message from server logic to this connection only. */
+  onMessage?(data: unknown): void;
+  /** The server refused the subscription; it is dropped. */
+  onError?(error: HeraldError): void;
+}
+
+export type ErrorCode = 100 | 101 | 102 | 103 | 104 | 105 | 106 | 107 | 108 | 109;
+
+/** An error reply from the server, or a local failure. */
+export class HeraldError extends Error {
+  constructor(code: ErrorCode | "timeout" | "disconnected", message: string);
+  readonly code: ErrorCode | "timeout" | "disconnected";
+  /** The server's message, without the code. */
+  readonly reason: string;
+}
+
+export type State = "disconnected" | "connecting" | "connected";
+
+export interface HeraldOptions {
+  /** Connection token (JWT HS256). */
+  token?: string;
+  /** Display name, shown in presence and publication info. */
+  name?: string;
+  /** Called before every connect; overrides `token`. Makes a 4100 close retryable. */
+  getToken?: () => string | Promise<string>;
+  /** Milliseconds; default 250. */
+  minReconnectDelay?: number;
+  /** Milliseconds; default 20000. */
+  maxReconnectDelay?: number;
+  /** Milliseconds to wait for a reply (and for the connection to open); default 10000. */
+  timeout?: number;
+  /** Milliseconds to wait for a heartbeat reply before the connection counts as dead; default 5000. */
+  pingGrace?: number;
+  /** A WebSocket implementation; default globalThis.WebSocket. */
+  WebSocket?: new (url: string) => WebSocket;
+}
+
+export interface DisconnectedEvent {
+  code: number;
+  reason: string;
+  /** Milliseconds until the next attempt, or null: no automatic reconnect. */
+  reconnectIn: number | null;
+}
+
+export interface HeraldEvents {
+  connected: ConnectResult;
+  disconnected: DisconnectedEvent;
+  state: State;
+  error: Error;
+}
+
+export class Subscription<T = unknown> {
+  readonly client: Herald;
+  readonly channel: string;
+  /** The channel epoch last seen; null before the first subscribe. */
+  readonly epoch: string | null;
+  /** Offset of the last publication delivered. */
+  readonly offset: number;
+  readonly state: "unsubscribed" | "subscribing" | "subscribed";
+  unsubscribe(): void;
+}
+
+export class Herald {
+  constructor(url: string, options?: HeraldOptions);
+  readonly url: string;
+  readonly state: State;
+  /** This connection's client id, or null while not connected. */
+  readonly clientId: string | null;
+  readonly subscriptions: ReadonlyMap<string, Subscription>;
+  /** Adds a listener; returns a function that removes it. */
+  on<E extends keyof HeraldEvents>(event: E, fn: (arg: HeraldEvents[E]) => void): () => void;
+  /** Connects, and keeps reconnecting until disconnect(). */
+  connect(): void;
+  /** Closes and stops reconnecting; subscriptions are kept for the next connect(). */
+  disconnect(): void;
+  subscribe<T = unknown>(channel: string, handlers?: SubscriptionHandlers<T>): Subscription<T>;
+  /** Resolves with {epoch, offset}, or {} for channels with server logic. */
+  publish(channel: string, data: unknown): Promise<{ epoch?: string; offset?: number }>;
+  presence(channel: string): Promise<{ clients: ClientInfo[] }>;
+  history(
+    channel: string,
+    options?: { limit?: number },
+  ): Promise<{ epoch: string; offset: number; publications: WirePublication[] }>;
+}
+
+/**
+ * Milliseconds before reconnect attempt `attempt` (0-based) after a close,
+ * or null when the close code says not to reconnect.
+ */
+export function reconnectDelay(
+  code: number,
+  reason: string,
+  attempt: number,
+  options: { minReconnectDelay: number; maxReconnectDelay: number; getToken?: unknown },
+): number | null;

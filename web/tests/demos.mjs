@@ -1,0 +1,347 @@
+#!/usr/bin/env node
+// The demo pages of `herald serve`, in Debian's Chromium driven by
+// playwright-core.
+//
+//   node web/tests/demos.mjs http://127.0.0.1:8090 [--server-pid PID] [CHECK...]
+//
+// With --server-pid, a last check stops the server (SIGTERM) and watches
+// herald.js obey its drain: close 1001 with a "retry in N ms" hint.
+// Prints one JSON line per check: {"check": NAME, "ok": true|false, ...};
+// exits 1 if any failed (2 if Chromium could not start).
+// crates/herald-cli/tests/browser_demos.rs starts the server and runs this.
+// Never downloads a browser: Chromium is /usr/bin/chromium.
+import { parseArgs } from "node:util";
+import { chromium } from "playwright-core";
+
+const { values: opts, positionals } = parseArgs({
+  allowPositionals: true,
+  options: { "server-pid": { type: "string" } },
+});
+const base = (positionals[0] || "").replace(/\/$/, "");
+const only = positionals.slice(1);
+if (!/^https?:\/\//.test(base)) {
+  console.error("usage: node demos.mjs http://HOST:PORT [--server-pid PID] [CHECK...]");
+  process.exit(2);
+}
+const CHECK_TIMEOUT = 20000;
+const run = Date.now().toString(36); // keeps channels of separate runs apart
+
+const log = (...a) => process.stderr.write(`[demos] ${a.join(" ")}\n`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function assert(cond, message) {
+  if (!cond) throw new Error(message);
+}
+
+function assertEq(actual, expected, message) {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${message}: got ${a}, want ${e}`);
+}
+
+async function api(path, body) {
+  const res = await fetch(base + path, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`POST ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+let browser;
+const contexts = [];
+
+/** A page in a fresh browser context (its own cookies and storage), with its console on stderr. */
+async function open(path, label) {
+  const context = await browser.newContext();
+  contexts.push(context);
+  const page = await context.newPage();
+  page.setDefaultTimeout(10000);
+  page.on("console", (m) => {
+    if (m.type() === "error" || m.type() === "warning") log(`[${label} ${m.type()}] ${m.text()}`);
+  });
+  page.on("pageerror", (e) => log(`[${label} page error] ${e}`));
+  await page.goto(base + path);
+  return page;
+}
+
+const texts = (page) =>
+  page.$$eval('#messages [data-testid="message"]', (lis) => lis.map((li) => li.querySelector(".text").textContent));
+
+async function waitMessage(page, text) {
+  await page.locator('#messages [data-testid="message"] .text', { hasText: text }).first().waitFor();
+}
+
+async function send(page, text) {
+  await page.fill("#message-input", text);
+  await page.press("#message-input", "Enter");
+  // Sent once the input is cleared (publish resolved).
+  await page.waitForFunction(() => document.getElementById("message-input").value === "");
+}
+
+const checks = {
+  // Two people in one room: presence, messages both ways, and recovery of
+  // what one missed while offline, in order and exactly once.
+  async chat() {
+    const room = `test-${run}`;
+    const alice = await open(`/demo/chat?name=Alice&room=${room}`, "alice");
+    const bob = await open(`/demo/chat?name=Bob&room=${room}`, "bob");
+    for (const p of [alice, bob]) await p.locator('#status[data-state="connected"]').waitFor();
+
+    await alice.locator('#presence [data-name="Bob"]').waitFor();
+    await bob.locator('#presence [data-name="Alice"]').waitFor();
+    assertEq(await bob.$$eval("#presence [data-name]", (l) => l.map((li) => li.dataset.name)), ["Alice", "Bob"], "Bob's presence");
+
+    await send(alice, "hello from Alice");
+    await waitMessage(bob, "hello from Alice");
+    await send(bob, "hi Alice, Bob here");
+    await waitMessage(alice, "hi Alice, Bob here");
+
+    await bob.click("#toggle-online");
+    await bob.locator('#status[data-state="offline"]').waitFor();
+    // Alice sees Bob leave, so he is really gone from the channel.
+    await alice.locator('#presence [data-name="Bob"]').waitFor({ state: "detached" });
+    const missed = ["missed 1", "missed 2", "missed 3"];
+    for (const m of missed) await send(alice, m);
+    await waitMessage(alice, "missed 3");
+    await sleep(200);
+    assert(!(await texts(bob)).includes("missed 1"), "Bob got a message while offline");
+
+    await bob.click("#toggle-online");
+    await bob.locator('#status[data-state="connected"]').waitFor();
+    await waitMessage(bob, "missed 3");
+    await send(alice, "welcome back");
+    await waitMessage(bob, "welcome back");
+    const got = await texts(bob);
+    assertEq(
+      got,
+      ["hello from Alice", "hi Alice, Bob here", ...missed, "welcome back"],
+      "Bob's messages (in order, each once)",
+    );
+    const flags = await bob.$$eval('#messages [data-testid="message"]', (l) => l.map((li) => li.dataset.recovered));
+    assertEq(flags, ["false", "false", "true", "true", "true", "false"], "missed ones came by recovery");
+    const offsets = await bob.$$eval('#messages [data-testid="message"]', (l) => l.map((li) => Number(li.dataset.offset)));
+    assertEq(offsets, [1, 2, 3, 4, 5, 6], "offsets");
+    await alice.locator('#presence [data-name="Bob"]').waitFor();
+    return { bob: got };
+  },
+
+  // Prices move with no user action; a backend's publication through the
+  // HTTP API shows up on the page.
+  async quotes() {
+    const page = await open("/demo/quotes", "quotes");
+    await page.locator('#status[data-state="connected"]').waitFor();
+    const prices = new Set();
+    const deadline = Date.now() + 8000;
+    let updates = 0;
+    while (Date.now() < deadline) {
+      const row = await page.$eval("#row-ACME", (tr) => ({ updates: Number(tr.dataset.updates), price: tr.querySelector(".price").textContent }));
+      updates = row.updates;
+      if (row.price !== "—") prices.add(row.price);
+      if (updates >= 3 && prices.size >= 2) break;
+      await sleep(100);
+    }
+    assert(updates >= 3, `ACME updated ${updates} times`);
+    assert(prices.size >= 2, `ACME prices seen: ${[...prices]}`);
+    for (const s of ["GLOBEX", "INITECH", "UMBRELLA"]) {
+      await page.waitForFunction((s) => Number(document.getElementById(`row-${s}`).dataset.updates) >= 1, s);
+    }
+
+    const note = `from the backend ${run}`;
+    const published = await api("/api/publish", { channel: "quotes:BACKEND", data: { price: 42.5, change: -1.25, text: note } });
+    assert(published.delivered >= 1, `delivered to ${published.delivered}`);
+    await page.locator("#backend-last", { hasText: note }).waitFor();
+    const backend = await page.$eval("#row-BACKEND", (tr) => ({
+      price: tr.querySelector(".price").textContent,
+      change: tr.querySelector(".change").className,
+    }));
+    assertEq(backend, { price: "42.50", change: "change down" }, "BACKEND row");
+    return { acme_updates: updates, acme_prices: prices.size };
+  },
+
+  // Two players: monsters move by server logic; one player's arrow key is
+  // seen by the other.
+  async game() {
+    const p1 = await open("/demo/game?name=One", "one");
+    const p2 = await open("/demo/game?name=Two", "two");
+    const id1 = await p1.waitForFunction(() => document.getElementById("me").dataset.id).then((h) => h.jsonValue());
+    const id2 = await p2.waitForFunction(() => document.getElementById("me").dataset.id).then((h) => h.jsonValue());
+    const piece = (id) => `#arena [data-testid="player"][data-id="${id}"]`;
+    for (const p of [p1, p2]) {
+      await p.locator(piece(id1)).waitFor();
+      await p.locator(piece(id2)).waitFor();
+    }
+    assert(await p1.locator(piece(id1) + ".me").count(), "own piece marked on page one");
+    assert(!(await p2.locator(piece(id1) + ".me").count()), "other's piece not marked on page two");
+
+    // Monster positions and the tick they belong to, read together.
+    const world = (p) =>
+      p.$eval("#arena", (arena) => ({
+        tick: Number(document.getElementById("tick").dataset.tick),
+        monsters: [...arena.querySelectorAll('[data-testid="monster"]')].map((m) => `${m.dataset.id}@${m.dataset.x},${m.dataset.y}`).join(" "),
+      }));
+    const before = await world(p2);
+    assert(before.monsters.split(" ").length === 4, `4 monsters: ${before.monsters}`);
+    let after = before;
+    for (let i = 0; i < 50 && after.monsters === before.monsters; i++) {
+      await sleep(100);
+      after = await world(p2);
+    }
+    assert(after.monsters !== before.monsters, `monsters did not move in 5 s: ${before.monsters}`);
+    assert(after.tick > before.tick, `ticks advance: ${before.tick} -> ${after.tick}`);
+
+    const pos = (p, id) => p.$eval(piece(id), (el) => [Number(el.dataset.x), Number(el.dataset.y)]);
+    const [x, y] = await pos(p2, id1);
+    await p1.keyboard.press("ArrowUp");
+    await p2.waitForFunction(([sel, y]) => Number(document.querySelector(sel)?.dataset.y) === y - 1, [piece(id1), y]);
+    await p1.keyboard.press("ArrowRight");
+    await p2.waitForFunction(([sel, x]) => Number(document.querySelector(sel)?.dataset.x) === x + 1, [piece(id1), x]);
+    assertEq(await pos(p2, id1), [x + 1, y - 1], "player one as page two sees it");
+    assertEq(await pos(p1, id1), [x + 1, y - 1], "player one as page one sees it");
+    // And the other way round, by the on-screen button.
+    const [x2, y2] = await pos(p1, id2);
+    await p2.click("#up");
+    await p1.waitForFunction(([sel, y]) => Number(document.querySelector(sel)?.dataset.y) === y - 1, [piece(id2), y2]);
+    assertEq(await pos(p1, id2), [x2, y2 - 1], "player two as page one sees it");
+    return { monsters: [before.monsters, after.monsters], ticks: [before.tick, after.tick] };
+  },
+
+  // herald.js on its own in a page: the server kicks the connection (POST
+  // /api/disconnect, close 4002); the client reconnects with backoff,
+  // resubscribes with recovery and gets what was published meanwhile, in
+  // order, exactly once.
+  async reconnect() {
+    const page = await open("/", "reconnect");
+    const channel = `chat:reconnect-${run}`;
+    await page.evaluate(async (channel) => {
+      const { Herald } = await import("/herald.js");
+      const t = (window.t = { events: [], pubs: [], recovered: [], gaps: 0 });
+      // 1 s minimum delay: room for the test to publish while it is away.
+      const client = (t.client = new Herald(`ws://${location.host}/connection/websocket`, { name: "rc", minReconnectDelay: 1000 }));
+      client.on("connected", (r) => t.events.push({ e: "connected", client: r.client, ping: r.ping }));
+      client.on("disconnected", (d) => t.events.push({ e: "disconnected", ...d }));
+      client.subscribe(channel, {
+        onPublication: (p) => t.pubs.push({ offset: p.offset, n: p.data.n, recovered: p.recovered }),
+        onRecovered: (r) => t.recovered.push(r.publications?.length || 0),
+        onGap: () => t.gaps++,
+        onSubscribed: () => t.events.push({ e: "subscribed" }),
+      });
+      client.connect();
+    }, channel);
+    await page.waitForFunction(() => t.events.some((e) => e.e === "subscribed"));
+    const first = await page.evaluate(() => t.client.clientId);
+    for (const n of [1, 2]) await api("/api/publish", { channel, data: { n } });
+    await page.waitForFunction(() => t.pubs.length === 2);
+
+    await api("/api/disconnect", { client: first, reason: "test" });
+    for (const n of [3, 4, 5]) await api("/api/publish", { channel, data: { n } });
+    await page.waitForFunction(() => t.events.filter((e) => e.e === "subscribed").length === 2);
+    await api("/api/publish", { channel, data: { n: 6 } });
+    await page.waitForFunction(() => t.pubs.length >= 6);
+    await sleep(100);
+    const seen = await page.evaluate(() => ({ ...t, client: t.client.clientId }));
+    const kicked = seen.events.find((e) => e.e === "disconnected");
+    assertEq([kicked.code, kicked.reason], [4002, "test"], "close code and reason");
+    assert(kicked.reconnectIn >= 1000 && kicked.reconnectIn <= 2000, `reconnectIn ${kicked.reconnectIn}`);
+    assert(seen.client !== first, `a new client id: ${first} -> ${seen.client}`);
+    assertEq(seen.events.map((e) => e.e), ["connected", "subscribed", "disconnected", "connected", "subscribed"], "events");
+    assertEq(
+      seen.pubs,
+      [1, 2, 3, 4, 5, 6].map((n) => ({ offset: n, n, recovered: n >= 3 && n <= 5 })),
+      "publications",
+    );
+    assertEq([seen.recovered, seen.gaps], [[3], 0], "recovered 3, no gap");
+
+    // Error replies reject with the server's code.
+    const errors = await page.evaluate(async () => {
+      const c = t.client;
+      const code = (p) => p.then(() => "ok", (e) => e.code);
+      const refused = new Promise((resolve) => c.subscribe("nope:x", { onError: (e) => resolve(e.code) }));
+      return {
+        publish: await code(c.publish("quotes:ACME", { price: 1 })),
+        presence: await code(c.presence("quotes:ACME")),
+        subscribe: await refused,
+        history: await code(c.history("chat:empty", { limit: 1 })),
+      };
+    });
+    assertEq(errors, { publish: 103, presence: 103, subscribe: 102, history: "ok" }, "error codes");
+    return { clients: [first, seen.client], reconnect_in_ms: Math.round(kicked.reconnectIn) };
+  },
+
+  // Runs last, only with --server-pid: the server's graceful shutdown, as
+  // the client sees it. Two connections, so the drain spreads them out.
+  async shutdown() {
+    const page = await open("/", "shutdown");
+    await page.evaluate(async () => {
+      const { Herald } = await import("/herald.js");
+      window.closes = [];
+      window.clients = [1, 2].map((i) => {
+        const c = new Herald(`ws://${location.host}/connection/websocket`, { name: `drain${i}` });
+        c.on("disconnected", (d) => window.closes.push({ i, ...d }));
+        c.subscribe("chat:drain");
+        c.connect();
+        return c;
+      });
+    });
+    await page.waitForFunction(() => clients.every((c) => c.state === "connected"));
+    process.kill(Number(opts["server-pid"]), "SIGTERM");
+    await page.waitForFunction(() => [1, 2].every((i) => closes.some((d) => d.i === i)), null, { timeout: 15000 });
+    const firsts = await page.evaluate(() => [1, 2].map((i) => closes.find((d) => d.i === i)));
+    await page.evaluate(() => clients.forEach((c) => c.disconnect()));
+    const hints = firsts.map((d) => {
+      assertEq(d.code, 1001, "close code");
+      const m = /^shutdown; retry in (\d+) ms$/.exec(d.reason);
+      assert(m, `reason ${JSON.stringify(d.reason)}`);
+      assert(d.reconnectIn >= Number(m[1]), `reconnectIn ${d.reconnectIn} obeys the hint ${m[1]}`);
+      return Number(m[1]);
+    });
+    assert(Math.max(...hints) > Math.min(...hints), `hints spread out: ${hints}`);
+    return { hints };
+  },
+};
+
+// ----- runner ---------------------------------------------------------------
+
+const args = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+try {
+  // Playwright gives the browser a fresh temporary --user-data-dir and
+  // removes it on close.
+  browser = await chromium.launch({ executablePath: "/usr/bin/chromium", headless: true, args, timeout: 30000 });
+} catch (e) {
+  console.log(JSON.stringify({ check: "launch", ok: false, error: String(e) }));
+  process.exit(2);
+}
+
+let failed = 0;
+for (const [name, fn] of Object.entries(checks)) {
+  if (only.length && !only.includes(name)) continue;
+  if (name === "shutdown" && !opts["server-pid"]) continue;
+  const t0 = Date.now();
+  let timer;
+  try {
+    const timeout = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`timed out after ${CHECK_TIMEOUT} ms`)), CHECK_TIMEOUT);
+    });
+    const detail = await Promise.race([fn(), timeout]);
+    console.log(JSON.stringify({ check: `demos/${name}`, ok: true, ms: Date.now() - t0, ...detail }));
+  } catch (e) {
+    failed++;
+    console.log(JSON.stringify({ check: `demos/${name}`, ok: false, ms: Date.now() - t0, error: String(e?.stack || e) }));
+  } finally {
+    clearTimeout(timer);
+    // Closing the contexts closes their sockets: the next check starts clean.
+    await Promise.all(contexts.splice(0).map((c) => c.close().catch(() => {})));
+  }
+}
+await browser.close();
+process.exit(failed ? 1 : 0);
