@@ -42,6 +42,10 @@ pub struct ServerConfig {
     /// application pings; see the protocol).
     #[serde(with = "secs")]
     pub ping_interval: Duration,
+    /// A connection that stays silent this long after a keepalive ping is
+    /// dead: closed (1011 sent, 1006 seen locally).
+    #[serde(with = "secs")]
+    pub pong_timeout: Duration,
     /// On shutdown, clients are told to reconnect spread over this window.
     #[serde(with = "secs")]
     pub drain: Duration,
@@ -149,6 +153,7 @@ impl Default for ServerConfig {
             max_subscriptions: 128,
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(25),
+            pong_timeout: Duration::from_secs(20),
             drain: Duration::from_secs(5),
             demos: true,
             namespaces,

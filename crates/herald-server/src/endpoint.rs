@@ -56,6 +56,7 @@ impl Session {
             Item {
                 key: None,
                 text: text.into(),
+                reply: true,
             },
             usize::MAX,
             crate::config::QueuePolicy::DropOldest,

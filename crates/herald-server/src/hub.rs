@@ -77,8 +77,9 @@ struct Subscribed<'a> {
     offset: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     recovered: Option<bool>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    publications: Vec<&'a Publication>,
+    /// Present, possibly empty, whenever recovery was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    publications: Option<Vec<&'a Publication>>,
 }
 
 /// The channels of one server (the in-memory broker).
@@ -90,6 +91,9 @@ pub struct Hub {
     next_client: AtomicU64,
     metrics: Arc<Metrics>,
     endpoints: std::sync::RwLock<HashMap<String, Arc<dyn Endpoint>>>,
+    /// Set by shutdown: connections registered from now on are told to go
+    /// at once.
+    draining: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for dyn Endpoint {
@@ -116,7 +120,16 @@ impl Hub {
             next_client: AtomicU64::new(1),
             metrics,
             endpoints: Default::default(),
+            draining: Default::default(),
         }
+    }
+
+    /// Marks the hub as draining: from now on every connection that
+    /// completes `connect` is closed with 1001 and a retry hint of the whole
+    /// drain window. Returns the connections present until now.
+    pub(crate) fn start_drain(&self) -> Vec<Arc<Client>> {
+        self.draining.store(true, Ordering::SeqCst);
+        self.clients()
     }
 
     /// Attaches `endpoint` to `namespace` (which must exist in the
@@ -189,6 +202,14 @@ impl Hub {
             kick: Mutex::new(None),
         });
         lock(&self.clients).insert(id, client.clone());
+        if self.draining.load(Ordering::SeqCst) {
+            let retry = self.config.drain.as_millis();
+            kick(
+                &client,
+                herald::CloseCode::GOING_AWAY.0,
+                &format!("shutdown; retry in {retry} ms"),
+            );
+        }
         client
     }
 
@@ -246,6 +267,7 @@ impl Hub {
             let item = Item {
                 key: Some(ch.name.clone()),
                 text: text.clone(),
+                reply: false,
             };
             match sub.outbox.push(item, ns.queue_size, ns.on_full) {
                 Pushed::Queued => {}
@@ -319,9 +341,11 @@ impl Hub {
         let ch = Self::channel(&mut channels, channel);
         trim_history(ch, ns, Instant::now());
         let (recovered, publications) = if params.recover {
-            recover(ch, params.epoch.as_deref(), params.offset.unwrap_or(0))
+            let (recovered, publications) =
+                recover(ch, params.epoch.as_deref(), params.offset.unwrap_or(0));
+            (Some(recovered), Some(publications))
         } else {
-            (None, Vec::new())
+            (None, None)
         };
         let reply = protocol::reply(
             id,
@@ -336,6 +360,7 @@ impl Hub {
             Item {
                 key: None,
                 text: reply.into(),
+                reply: true,
             },
             usize::MAX,
             QueuePolicy::DropOldest,
@@ -410,6 +435,7 @@ impl Hub {
             let item = Item {
                 key: None,
                 text: text.clone(),
+                reply: false,
             };
             if sub.outbox.push(item, ns.queue_size, ns.on_full) != Pushed::Queued {
                 self.metrics.queue_drop(ns.on_full);
@@ -519,15 +545,11 @@ fn trim_history(ch: &mut Channel, ns: &NamespaceConfig, now: Instant) {
 
 /// What a client that last saw (`epoch`, `offset`) missed: `recovered` is
 /// true only if every publication after `offset` is still in history.
-fn recover<'a>(
-    ch: &'a Channel,
-    epoch: Option<&str>,
-    offset: u64,
-) -> (Option<bool>, Vec<&'a Publication>) {
+fn recover<'a>(ch: &'a Channel, epoch: Option<&str>, offset: u64) -> (bool, Vec<&'a Publication>) {
     if epoch != Some(&*ch.epoch) || offset > ch.top {
         // A different epoch: the channel was recreated (or this server
         // restarted) and offsets mean nothing any more.
-        return (Some(false), Vec::new());
+        return (false, Vec::new());
     }
     let missed: Vec<&Publication> = ch
         .history
@@ -539,7 +561,7 @@ fn recover<'a>(
         Some(first) => first.offset == offset + 1,
         None => offset == ch.top,
     };
-    (Some(complete), missed)
+    (complete, missed)
 }
 
 #[cfg(test)]

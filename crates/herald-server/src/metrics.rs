@@ -56,7 +56,7 @@ impl Default for Metrics {
             m.connections.clone(),
         );
         registry.register(
-            "connections",
+            "connections_opened",
             "WebSocket connections accepted",
             m.connections_total.clone(),
         );

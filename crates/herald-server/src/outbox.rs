@@ -16,6 +16,8 @@ use crate::config::QueuePolicy;
 pub(crate) struct Item {
     pub(crate) key: Option<std::sync::Arc<str>>,
     pub(crate) text: Utf8Bytes,
+    /// A reply to a command: never dropped by a policy.
+    pub(crate) reply: bool,
 }
 
 #[derive(Debug, Default)]
@@ -36,6 +38,13 @@ pub(crate) enum Pushed {
     Replaced,
     /// Not queued: the connection must be closed as a slow consumer.
     Overflow,
+}
+
+/// Drops the oldest item that is not a reply.
+fn drop_oldest(queue: &mut VecDeque<Item>) {
+    if let Some(i) = queue.iter().position(|item| !item.reply) {
+        queue.remove(i);
+    }
 }
 
 /// The queue, shared between the hub and the connection's task.
@@ -65,7 +74,7 @@ impl Outbox {
                     pushed = Pushed::Overflow;
                 }
                 QueuePolicy::DropOldest => {
-                    inner.queue.pop_front();
+                    drop_oldest(&mut inner.queue);
                     pushed = Pushed::Dropped;
                 }
                 QueuePolicy::Latest => {
@@ -86,7 +95,7 @@ impl Outbox {
                             return Pushed::Replaced;
                         }
                         None => {
-                            inner.queue.pop_front();
+                            drop_oldest(&mut inner.queue);
                             pushed = Pushed::Dropped;
                         }
                     }
@@ -156,7 +165,23 @@ mod tests {
         Item {
             key: Some(key.into()),
             text: Utf8Bytes::from_static(text),
+            reply: false,
         }
+    }
+
+    #[test]
+    fn replies_are_never_dropped() {
+        let o = Outbox::default();
+        let reply = Item {
+            key: None,
+            text: Utf8Bytes::from_static("reply"),
+            reply: true,
+        };
+        o.push(reply, usize::MAX, QueuePolicy::DropOldest);
+        o.push(item("a", "1"), 2, QueuePolicy::DropOldest);
+        o.push(item("a", "2"), 2, QueuePolicy::DropOldest);
+        let texts: Vec<String> = o.lock().queue.iter().map(|i| i.text.to_string()).collect();
+        assert_eq!(texts, ["reply", "2"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
@@ -44,7 +45,8 @@ impl Server {
                 herald::ProtocolConfig::default()
                     .max_message_size(config.max_message_size)
                     .max_frame_size(config.max_message_size)
-                    .ping_interval(Some(config.ping_interval)),
+                    .ping_interval(Some(config.ping_interval))
+                    .pong_timeout(config.pong_timeout),
             )
             .handshake_timeout(config.handshake_timeout)
             .deflate(Some(herald::DeflateConfig::default()));
@@ -79,6 +81,8 @@ impl Server {
             .route("/api/channels", get(api_channels))
             .route("/api/presence/{channel}", get(api_presence))
             .route("/api/history/{channel}", get(api_history))
+            .method_not_allowed_fallback(method_not_allowed)
+            .fallback(not_found)
             .with_state(self.clone())
     }
 
@@ -141,7 +145,7 @@ impl Server {
 
 /// Tells every client to go, spread over the drain window.
 async fn drain(hub: &Arc<Hub>) {
-    let clients = hub.clients();
+    let clients = hub.start_drain();
     let window = hub.config().drain;
     let n = clients.len().max(1) as u32;
     for (i, client) in clients.iter().enumerate() {
@@ -157,6 +161,41 @@ async fn drain(hub: &Arc<Hub>) {
     }
 }
 
+/// A 405 that says why: JSON under /api, a line of text elsewhere.
+async fn method_not_allowed(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::BadRequest,
+            "method not allowed",
+        )
+        .into_response();
+    }
+    let reason = if uri.path() == WEBSOCKET_PATH {
+        "method not allowed: a WebSocket upgrade is a GET\n"
+    } else {
+        "method not allowed\n"
+    };
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "GET")],
+        reason,
+    )
+        .into_response()
+}
+
+async fn not_found(uri: axum::http::Uri) -> Response {
+    if uri.path().starts_with("/api/") {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::BadRequest,
+            "no such endpoint",
+        )
+        .into_response();
+    }
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
 async fn herald_js() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
@@ -165,10 +204,11 @@ async fn herald_js() -> impl IntoResponse {
 }
 
 async fn metrics(State(server): State<Server>) -> impl IntoResponse {
+    // prometheus-client writes the OpenMetrics text format.
     (
         [(
             header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         server.hub.metrics().encode(),
     )
@@ -428,8 +468,15 @@ async fn api_history(
     State(server): State<Server>,
     _: Authorized,
     Path(channel): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    query: Result<Query<HistoryQuery>, QueryRejection>,
 ) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            e.body_text(),
+        )
+    })?;
     Ok(axum::Json(server.hub.history(&channel, q.limit)?))
 }
 

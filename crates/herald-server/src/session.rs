@@ -107,6 +107,7 @@ fn push_reply(client: &Client, text: String) {
         Item {
             key: None,
             text: Utf8Bytes::from(text),
+            reply: true,
         },
         usize::MAX,
         crate::config::QueuePolicy::DropOldest,
@@ -122,29 +123,43 @@ where
     let high_water = herald::Config::default().write_high_water;
     loop {
         let step = poll_fn(|cx| {
-            if let Some((code, reason)) =
-                client.kick.lock().unwrap_or_else(|p| p.into_inner()).take()
-            {
-                return Poll::Ready(Step::Kicked(code, reason));
-            }
-            while ws.buffered_amount() < high_water {
-                match client.outbox.poll_take(cx, BATCH, &mut batch) {
-                    Poll::Ready(Ok(())) => {
-                        for item in batch.drain(..) {
-                            if ws.start_send_message(Message::Text(item.text)).is_err() {
-                                return Poll::Ready(Step::Closed);
+            loop {
+                if let Some((code, reason)) =
+                    client.kick.lock().unwrap_or_else(|p| p.into_inner()).take()
+                {
+                    return Poll::Ready(Step::Kicked(code, reason));
+                }
+                // Whether the outbox said "empty" (and so holds our waker).
+                let mut outbox_waits = false;
+                while ws.buffered_amount() < high_water {
+                    match client.outbox.poll_take(cx, BATCH, &mut batch) {
+                        Poll::Ready(Ok(())) => {
+                            for item in batch.drain(..) {
+                                if ws.start_send_message(Message::Text(item.text)).is_err() {
+                                    return Poll::Ready(Step::Closed);
+                                }
                             }
                         }
+                        Poll::Ready(Err(())) => return Poll::Ready(Step::SlowConsumer),
+                        Poll::Pending => {
+                            outbox_waits = true;
+                            break;
+                        }
                     }
-                    Poll::Ready(Err(())) => return Poll::Ready(Step::SlowConsumer),
-                    Poll::Pending => break,
                 }
-            }
-            // Also writes what was just queued.
-            match ws.poll_recv(cx) {
-                Poll::Ready(Some(Ok(m))) => Poll::Ready(Step::Frame(m)),
-                Poll::Ready(Some(Err(_)) | None) => Poll::Ready(Step::Closed),
-                Poll::Pending => Poll::Pending,
+                // Also writes what was just queued.
+                match ws.poll_recv(cx) {
+                    Poll::Ready(Some(Ok(m))) => return Poll::Ready(Step::Frame(m)),
+                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Step::Closed),
+                    Poll::Pending => {}
+                }
+                // The write just made room and the outbox may hold more: no
+                // one would wake us for it (its waker is only armed when
+                // it is found empty), so go round again. Still above the
+                // mark, the socket's write readiness wakes us.
+                if outbox_waits || ws.buffered_amount() >= high_water {
+                    return Poll::Pending;
+                }
             }
         })
         .await;
