@@ -22,9 +22,12 @@
 //! # The call loop
 //!
 //! After every input (`receive`, `receive_eof`, `handle_timeout`, `send`,
-//! `close`...), drain [`Connection::poll_transmit`] and write each frame,
-//! then drain [`Connection::poll_event`], then re-arm a timer for
-//! [`Connection::poll_timeout`].
+//! `close`...), drain [`Connection::poll_event`] and act on each event,
+//! then drain [`Connection::poll_transmit`] and write each frame, then
+//! re-arm a timer for [`Connection::poll_timeout`]. `receive` stops after
+//! each complete data message (so the application answers it before a
+//! later frame in the same read can fail the connection): while it still
+//! consumes bytes, call it again before reading more.
 //!
 //! ```
 //! use std::time::Instant;
@@ -52,7 +55,8 @@
 //!
 //! A peer that breaks the protocol makes [`Connection::receive`] return a
 //! [`ProtocolError`]; the Close frame with the matching code (1002, 1007,
-//! 1009) is already queued, and further input is discarded. The caller's
+//! 1009) is already queued, and further input is discarded. That `Err` is
+//! the end of the connection: no [`Event::Closed`] follows it. The caller's
 //! mistakes (sending after close) are [`UserError`]s. A clean close is not
 //! an error: it is [`Event::Closed`].
 //!

@@ -55,7 +55,9 @@ pub enum Event {
     /// none), or it ended without one ([`CloseCode::ABNORMAL`]: the stream
     /// ended, the close or keepalive timer fired). Nothing more will be
     /// received. A server should now close the transport; a client should
-    /// wait briefly for the server to close it (RFC 6455 7.1.1).
+    /// wait briefly for the server to close it (RFC 6455 7.1.1). A
+    /// connection that failed (an `Err` from [`Connection::receive`]) ends
+    /// with that error instead, without this event.
     Closed(CloseFrame),
 }
 
