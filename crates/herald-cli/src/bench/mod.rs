@@ -5,6 +5,9 @@
 //! - `handshake`: connect, upgrade, close, as fast as possible;
 //!   handshakes/s, latency, the server's CPU per handshake.
 //! - `idle`: N idle connections; the server's memory per connection.
+//! - `fanout`: for `herald serve`: one publication to N subscribers;
+//!   deliveries/s, publish-to-delivery latency, memory per idle subscribed
+//!   connection.
 //!
 //! The generator runs on one thread (pin it with `taskset`), and its hot
 //! loops are raw: the opening handshake is herald-proto's, but each echo
@@ -16,6 +19,7 @@
 //! bottleneck.
 
 mod echo;
+mod fanout;
 mod handshake;
 mod idle;
 
@@ -41,6 +45,8 @@ enum Scenario {
     Handshake(handshake::Args),
     /// Open N idle connections and report the server's RSS per connection.
     Idle(idle::Args),
+    /// Push server fan-out: one publication to N subscribers.
+    Fanout(fanout::Args),
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
@@ -48,6 +54,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         Scenario::Echo(a) => echo::run(a),
         Scenario::Handshake(a) => handshake::run(a),
         Scenario::Idle(a) => idle::run(a),
+        Scenario::Fanout(a) => fanout::run(a),
     }
 }
 

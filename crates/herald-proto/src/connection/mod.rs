@@ -363,6 +363,11 @@ impl Connection {
         }
     }
 
+    /// How many frames are waiting to be written.
+    pub fn transmit_count(&self) -> usize {
+        self.transmits.len()
+    }
+
     /// Whether frames are waiting to be written.
     pub fn has_transmits(&self) -> bool {
         !self.transmits.is_empty()
