@@ -34,6 +34,10 @@ pub(crate) struct Client {
     /// Set to close the connection with (code, reason): API disconnect,
     /// shutdown.
     pub(crate) kick: Mutex<Option<(u16, String)>>,
+    /// The channels this client is subscribed to. Changed only under the
+    /// hub's channel lock; kept here so that per-client questions (how
+    /// many, which namespaces) do not scan every channel.
+    channels: Mutex<Vec<Arc<str>>>,
 }
 
 impl Client {
@@ -200,6 +204,7 @@ impl Hub {
             outbox: Arc::default(),
             allowed,
             kick: Mutex::new(None),
+            channels: Mutex::default(),
         });
         lock(&self.clients).insert(id, client.clone());
         if self.draining.load(Ordering::SeqCst) {
@@ -219,11 +224,7 @@ impl Hub {
     pub(crate) fn unregister(&self, client: &Client) -> Vec<(String, Arc<dyn Endpoint>)> {
         lock(&self.clients).remove(&client.id);
         let mut channels = lock(&self.channels);
-        let names: Vec<Arc<str>> = channels
-            .iter()
-            .filter(|(_, ch)| ch.subscribers.contains_key(&client.id))
-            .map(|(name, _)| name.clone())
-            .collect();
+        let names: Vec<Arc<str>> = lock(&client.channels).clone();
         for name in &names {
             self.leave(&mut channels, name, client);
         }
@@ -324,10 +325,7 @@ impl Hub {
             return Err(ErrorCode::PermissionDenied);
         }
         let mut channels = lock(&self.channels);
-        let count = channels
-            .values()
-            .filter(|ch| ch.subscribers.contains_key(&client.id))
-            .count();
+        let count = lock(&client.channels).len();
         if channels
             .get(channel)
             .is_some_and(|ch| ch.subscribers.contains_key(&client.id))
@@ -337,7 +335,7 @@ impl Hub {
         if count >= self.config.max_subscriptions {
             return Err(ErrorCode::LimitExceeded);
         }
-        let first_in_namespace = !self.in_namespace(&channels, client.id, channel);
+        let first_in_namespace = !self.in_namespace(client, channel);
         let ch = Self::channel(&mut channels, channel);
         trim_history(ch, ns, Instant::now());
         let (recovered, publications) = if params.recover {
@@ -373,22 +371,17 @@ impl Hub {
             );
         }
         ch.subscribers.insert(client.id, client.clone());
+        lock(&client.channels).push(ch.name.clone());
         self.metrics.subscriptions(1);
         Ok(first_in_namespace)
     }
 
     /// Whether `client` is subscribed to a channel of `channel`'s namespace.
-    fn in_namespace(
-        &self,
-        channels: &HashMap<Arc<str>, Channel>,
-        client: u64,
-        channel: &str,
-    ) -> bool {
+    fn in_namespace(&self, client: &Client, channel: &str) -> bool {
         let ns = self.config.namespace_of(channel).map(|(ns, _)| ns);
-        channels.iter().any(|(name, ch)| {
-            ch.subscribers.contains_key(&client)
-                && self.config.namespace_of(name).map(|(n, _)| n) == ns
-        })
+        lock(&client.channels)
+            .iter()
+            .any(|name| self.config.namespace_of(name).map(|(n, _)| n) == ns)
     }
 
     /// Unsubscribes `client` from `channel`. Returns whether it was the
@@ -404,7 +397,7 @@ impl Hub {
             return Err(ErrorCode::NotSubscribed);
         }
         self.leave(&mut channels, channel, client);
-        Ok(!self.in_namespace(&channels, client.id, channel))
+        Ok(!self.in_namespace(client, channel))
     }
 
     fn leave(&self, channels: &mut HashMap<Arc<str>, Channel>, channel: &str, client: &Client) {
@@ -414,6 +407,7 @@ impl Hub {
         if ch.subscribers.remove(&client.id).is_none() {
             return;
         }
+        lock(&client.channels).retain(|c| **c != *channel);
         self.metrics.subscriptions(-1);
         if let Ok(ns) = self.namespace(channel)
             && ns.join_leave
