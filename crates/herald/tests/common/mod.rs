@@ -727,3 +727,59 @@ pub const OP_BINARY: u8 = 0x2;
 pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xa;
+
+/// The interop matrix against one peer: every test of `herald_server` and
+/// `herald_client`, declared once for all peers.
+#[macro_export]
+macro_rules! interop_matrix {
+    ($peer:expr) => {
+        #[tokio::test]
+        async fn herald_server_echoes_text_binary_empty_and_1mib() {
+            $crate::common::herald_server::echo($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_server_negotiates_deflate() {
+            $crate::common::herald_server::deflate($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_server_picks_subprotocol() {
+            $crate::common::herald_server::subprotocol($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_server_sees_peer_close_4000() {
+            $crate::common::herald_server::client_close($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_server_closes_with_1001() {
+            $crate::common::herald_server::server_close($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_server_over_wss_self_signed() {
+            $crate::common::herald_server::wss($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_client_echoes_text_binary_empty_and_1mib() {
+            $crate::common::herald_client::echo($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_client_negotiates_deflate() {
+            $crate::common::herald_client::deflate($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_client_gets_subprotocol() {
+            $crate::common::herald_client::subprotocol($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_client_closes_with_4000() {
+            $crate::common::herald_client::client_close($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_client_sees_peer_close_1001() {
+            $crate::common::herald_client::server_close($peer).await;
+        }
+        #[tokio::test]
+        async fn herald_client_over_wss_self_signed() {
+            $crate::common::herald_client::wss($peer).await;
+        }
+    };
+}
