@@ -310,20 +310,13 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         } else {
             // Warm-up, then the measured window.
             let ticker = {
-                let bar = bar.clone();
                 let shared = shared.clone();
-                tokio::task::spawn_local(async move {
-                    let mut last = (Instant::now(), 0u64);
-                    loop {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
-                        let now = Instant::now();
-                        let echoed = shared.echoed.get();
-                        let rate = (echoed - last.1) as f64 / (now - last.0).as_secs_f64();
-                        last = (now, echoed);
-                        bar.set_position(load_start.elapsed().as_millis() as u64);
-                        bar.set_message(format!("{rate:>9.0} msg/s"));
-                    }
-                })
+                super::spawn_ticker(
+                    bar.clone(),
+                    load_start,
+                    move || shared.echoed.get(),
+                    "msg/s",
+                )
             };
             tokio::time::sleep(args.warmup).await;
             let cpu0 = cpu_now(args.server_pid)?;

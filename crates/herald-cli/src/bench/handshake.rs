@@ -152,20 +152,13 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         let bar = super::progress(args.warmup + args.duration, args.json);
         let load_start = Instant::now();
         let ticker = {
-            let bar = bar.clone();
             let shared = shared.clone();
-            tokio::task::spawn_local(async move {
-                let mut last = (Instant::now(), 0u64);
-                loop {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let now = Instant::now();
-                    let n = shared.cycles.get();
-                    let rate = (n - last.1) as f64 / (now - last.0).as_secs_f64();
-                    last = (now, n);
-                    bar.set_position(load_start.elapsed().as_millis() as u64);
-                    bar.set_message(format!("{rate:>8.0} handshakes/s"));
-                }
-            })
+            super::spawn_ticker(
+                bar.clone(),
+                load_start,
+                move || shared.cycles.get(),
+                "handshakes/s",
+            )
         };
         tokio::time::sleep(args.warmup).await;
         let server0 = args.server_pid.map(CpuTime::of).transpose()?;

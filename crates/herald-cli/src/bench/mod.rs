@@ -260,6 +260,28 @@ pub(crate) fn progress(total: Duration, hide: bool) -> indicatif::ProgressBar {
     bar
 }
 
+/// Updates `bar` every 200 ms with the elapsed time and the rate of
+/// `count` (a running total) in `unit`; abort the handle to stop it.
+pub(crate) fn spawn_ticker(
+    bar: indicatif::ProgressBar,
+    load_start: std::time::Instant,
+    count: impl Fn() -> u64 + 'static,
+    unit: &'static str,
+) -> tokio::task::JoinHandle<()> {
+    tokio::task::spawn_local(async move {
+        let mut last = (std::time::Instant::now(), count());
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = std::time::Instant::now();
+            let n = count();
+            let rate = (n - last.1) as f64 / (now - last.0).as_secs_f64();
+            last = (now, n);
+            bar.set_position(load_start.elapsed().as_millis() as u64);
+            bar.set_message(format!("{rate:>9.0} {unit}"));
+        }
+    })
+}
+
 /// A number for JSON, or `null`.
 pub(crate) fn json_opt(v: Option<f64>, decimals: usize) -> String {
     match v {
