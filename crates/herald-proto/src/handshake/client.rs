@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::deflate::{DeflateConfig, DeflateParams};
 
 use super::headers::{self, HeaderList};
-use super::{HandshakeError, HandshakeLimits, STACK_HEADERS, accept_key, header_slots};
+use super::{HandshakeError, HandshakeLimits, accept_key, parse_head};
 
 /// Fields of the request the handshake writes itself; extra fields may not
 /// repeat them.
@@ -187,28 +187,21 @@ impl ExpectResponse {
         buf: &[u8],
         limits: &HandshakeLimits,
     ) -> Result<Option<(Response, usize)>, HandshakeError> {
-        // As for requests: never look past the limit.
-        let window = &buf[..buf.len().min(limits.max_header_bytes)];
-        let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-        let mut heap = Vec::new();
-        let fields = header_slots(&mut stack, &mut heap, limits.max_headers);
-        let mut resp = httparse::Response::new(fields);
-        match resp.parse(window) {
-            Ok(httparse::Status::Complete(len)) => {
-                let (Some(status), Some(version)) = (resp.code, resp.version) else {
-                    return Err(HandshakeError::MalformedHttp);
-                };
-                let headers = HeaderList::from_httparse(resp.headers);
-                let response = self.validate(status, version >= 1, headers)?;
-                Ok(Some((response, len)))
-            }
-            Ok(httparse::Status::Partial) if buf.len() >= limits.max_header_bytes => {
-                Err(HandshakeError::HeadersTooLarge)
-            }
-            Ok(httparse::Status::Partial) => Ok(None),
-            Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::TooManyHeaders),
-            Err(_) => Err(HandshakeError::MalformedHttp),
-        }
+        parse_head(buf, limits, |window, slots| {
+            let mut resp = httparse::Response::new(slots);
+            let httparse::Status::Complete(len) = resp.parse(window)? else {
+                return Ok(httparse::Status::Partial);
+            };
+            let head = match (resp.code, resp.version) {
+                (Some(status), Some(version)) => {
+                    let headers = HeaderList::from_httparse(resp.headers);
+                    self.validate(status, version >= 1, headers)
+                        .map(|r| (r, len))
+                }
+                _ => Err(HandshakeError::MalformedHttp),
+            };
+            Ok(httparse::Status::Complete(head))
+        })
     }
 
     /// RFC 6455 4.1, "the client MUST validate the server's response as

@@ -210,19 +210,40 @@ fn status_phrase(status: u16) -> &'static str {
 /// Header slots kept on the stack for the default limit, so parsing a
 /// handshake allocates nothing: every transient allocation per connection
 /// fragments the heap that long-lived connections then live in.
-pub(crate) const STACK_HEADERS: usize = 64;
+const STACK_HEADERS: usize = 64;
 
-/// `max` header slots: on the stack when they fit, else on the heap.
-pub(crate) fn header_slots<'a, 'h>(
-    stack: &'a mut [httparse::Header<'h>; STACK_HEADERS],
-    heap: &'a mut Vec<httparse::Header<'h>>,
-    max: usize,
-) -> &'a mut [httparse::Header<'h>] {
-    if max <= STACK_HEADERS {
-        &mut stack[..max]
+/// What a head parser hands back: httparse's status, carrying on
+/// completion the validated head (or why it is invalid) and its length.
+type HeadStatus<T> = httparse::Result<Result<(T, usize), HandshakeError>>;
+
+/// Parses an HTTP head under `limits`, the one place their policy lives:
+/// `parse` gets at most `max_header_bytes` of `buf` (a head that fits
+/// completes within it; more would be refused anyway) and at most
+/// `max_headers` slots, and validates the head on completion. A head still
+/// incomplete at the byte limit is refused without waiting for the blank
+/// line, so a peer trickling fields forever is cut off.
+fn parse_head<'b, T>(
+    buf: &'b [u8],
+    limits: &HandshakeLimits,
+    parse: impl FnOnce(&'b [u8], &mut [httparse::Header<'b>]) -> HeadStatus<T>,
+) -> Result<Option<(T, usize)>, HandshakeError> {
+    let window = &buf[..buf.len().min(limits.max_header_bytes)];
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let slots: &mut [httparse::Header<'b>] = if limits.max_headers <= STACK_HEADERS {
+        &mut stack[..limits.max_headers]
     } else {
-        heap.resize(max, httparse::EMPTY_HEADER);
-        heap
+        heap.resize(limits.max_headers, httparse::EMPTY_HEADER);
+        &mut heap
+    };
+    match parse(window, slots) {
+        Ok(httparse::Status::Complete(head)) => head.map(Some),
+        Ok(httparse::Status::Partial) if buf.len() >= limits.max_header_bytes => {
+            Err(HandshakeError::HeadersTooLarge)
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::TooManyHeaders),
+        Err(_) => Err(HandshakeError::MalformedHttp),
     }
 }
 

@@ -6,9 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use crate::deflate::{DeflateConfig, DeflateParams};
 
 use super::headers::{self, HeaderList};
-use super::{
-    HandshakeError, HandshakeLimits, STACK_HEADERS, accept_key, header_slots, reject_response,
-};
+use super::{HandshakeError, HandshakeLimits, accept_key, parse_head, reject_response};
 
 /// Fields of the 101 response the handshake writes itself; the caller may
 /// not add them again. A 1xx response has no body, and RFC 7230 3.3.2 says a
@@ -41,30 +39,20 @@ pub fn parse_request(
     buf: &[u8],
     limits: &HandshakeLimits,
 ) -> Result<Option<(Request, usize)>, HandshakeError> {
-    // Parse no more than the limit: a head that fits completes within it,
-    // and bytes past it would be refused anyway.
-    let window = &buf[..buf.len().min(limits.max_header_bytes)];
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
-    let mut heap = Vec::new();
-    let fields = header_slots(&mut stack, &mut heap, limits.max_headers);
-    let mut req = httparse::Request::new(fields);
-    match req.parse(window) {
-        Ok(httparse::Status::Complete(len)) => {
-            let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version)
-            else {
-                return Err(HandshakeError::MalformedHttp);
-            };
-            let headers = HeaderList::from_httparse(req.headers);
-            let request = Request::validate(method, target, version >= 1, headers)?;
-            Ok(Some((request, len)))
-        }
-        Ok(httparse::Status::Partial) if buf.len() >= limits.max_header_bytes => {
-            Err(HandshakeError::HeadersTooLarge)
-        }
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(HandshakeError::TooManyHeaders),
-        Err(_) => Err(HandshakeError::MalformedHttp),
-    }
+    parse_head(buf, limits, |window, slots| {
+        let mut req = httparse::Request::new(slots);
+        let httparse::Status::Complete(len) = req.parse(window)? else {
+            return Ok(httparse::Status::Partial);
+        };
+        let head = match (req.method, req.path, req.version) {
+            (Some(method), Some(target), Some(version)) => {
+                let headers = HeaderList::from_httparse(req.headers);
+                Request::validate(method, target, version >= 1, headers).map(|r| (r, len))
+            }
+            _ => Err(HandshakeError::MalformedHttp),
+        };
+        Ok(httparse::Status::Complete(head))
+    })
 }
 
 /// A client's opening handshake that passed every check of RFC 6455 4.2.1.
