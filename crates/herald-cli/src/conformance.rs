@@ -70,7 +70,7 @@ async fn case_count(base: &str) -> Result<u32, BoxError> {
 
 async fn run_case(url: &str) -> Result<(), BoxError> {
     let (ws, _) = Client::new(url).config(config()).connect().await?;
-    crate::echo::echo(Box::new(ws)).await;
+    crate::echo::EchoTask::Echo(ws).await;
     Ok(())
 }
 

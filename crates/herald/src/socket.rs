@@ -40,30 +40,40 @@ pub struct WebSocket<S> {
     /// Bytes read but not yet consumed by the core. Empty, with no
     /// allocation, whenever the connection is idle.
     read_buf: BytesMut,
-    /// For streams without vectored writes (TLS): frames are packed here
-    /// so that each write makes one large record. Vectored streams are
-    /// written straight from the core's queue.
-    wbuf: Option<Box<BytesMut>>,
     timer: Timer,
     phase: Phase,
-    read_chunk: u32,
-    high_water: u32,
-    protocol: Option<Box<str>>,
-    /// Boxed, like the error in `phase`: set once at the end, and every
-    /// byte of this struct is paid by every idle connection.
-    close_frame: Option<Box<CloseFrame>>,
+    /// What most connections never use, or use once: boxed, because every
+    /// byte of this struct is paid by every idle connection (the struct is
+    /// sized to stay in a 384-byte allocator class).
+    rare: Option<Box<Rare>>,
     /// Task waiting in a receive; woken by [`WebSocket::try_send`] so it
     /// writes what was queued.
     reader: Option<Waker>,
+    read_chunk: u32,
+    high_water: u32,
     /// The reader stopped reading because the write queue is over the
     /// high-water mark; wake it when the queue drains.
     reader_parked: bool,
-    /// A task waiting for the write queue to drain. With split halves, the
-    /// reader's writes may take the transport's write waker from it.
-    writer: Option<Waker>,
     /// `read_buf` may hold more complete frames: the core stops after each
     /// data message so the application answers it first.
     refeed: bool,
+    /// See [`Timer::poll`]; here rather than in `Timer` because a bool
+    /// there would be padded to 8 bytes.
+    timer_registered: bool,
+}
+
+/// See [`WebSocket::rare`].
+#[derive(Default)]
+struct Rare {
+    protocol: Option<Box<str>>,
+    close_frame: Option<CloseFrame>,
+    /// A task waiting for the write queue to drain. With split halves, the
+    /// reader's writes may take the transport's write waker from it.
+    writer: Option<Waker>,
+    /// For streams without vectored writes (TLS): frames are packed here
+    /// so that each write makes one large record. Vectored streams are
+    /// written straight from the core's queue.
+    wbuf: BytesMut,
 }
 
 /// Where the connection is in its shutdown.
@@ -71,17 +81,21 @@ pub struct WebSocket<S> {
 enum Phase {
     Open,
     /// The core is closed: write what it queued (the Close frame), then
-    /// shut the transport down. A client first waits (bounded) for the
-    /// server to close TCP, as RFC 6455 7.1.1 asks.
-    Closing {
-        error: Option<Box<Error>>,
-        eof: bool,
-        deadline: Option<Instant>,
-    },
+    /// shut the transport down. Boxed: only closing connections pay for it.
+    Closing(Box<Closing>),
     /// The transport is shut down. `error` is reported once.
     Done {
         error: Option<Box<Error>>,
     },
+}
+
+/// A client first waits (bounded) for the server to close TCP, as RFC 6455
+/// 7.1.1 asks.
+#[derive(Debug)]
+struct Closing {
+    error: Option<Box<Error>>,
+    eof: bool,
+    deadline: Option<Instant>,
 }
 
 impl<S> std::fmt::Debug for WebSocket<S> {
@@ -109,23 +123,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             io,
             core,
             read_buf,
-            wbuf: None,
             timer: Timer::default(),
             phase: Phase::Open,
+            rare: protocol.map(|p| {
+                Box::new(Rare {
+                    protocol: Some(p.into_boxed_str()),
+                    ..Rare::default()
+                })
+            }),
+            reader: None,
             read_chunk: config.read_chunk.clamp(64, u32::MAX as usize) as u32,
             high_water: config.write_high_water.min(u32::MAX as usize) as u32,
-            protocol: protocol.map(String::into_boxed_str),
-            close_frame: None,
-            reader: None,
             reader_parked: false,
-            writer: None,
             refeed: true,
+            timer_registered: false,
         }
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
     }
 
     /// The subprotocol agreed in the handshake.
     pub fn protocol(&self) -> Option<&str> {
-        self.protocol.as_deref()
+        self.rare.as_ref()?.protocol.as_deref()
     }
 
     /// Whether permessage-deflate is in use.
@@ -142,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// reason, [`CloseCode::NO_STATUS_RECEIVED`] for an empty Close frame,
     /// or [`CloseCode::ABNORMAL`] if it ended without a close handshake.
     pub fn close_frame(&self) -> Option<&CloseFrame> {
-        self.close_frame.as_deref()
+        self.rare.as_ref()?.close_frame.as_ref()
     }
 
     /// The underlying stream.
@@ -152,7 +173,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     /// Bytes queued for the peer and not yet written.
     pub fn buffered_amount(&self) -> usize {
-        self.core.buffered_amount() + self.wbuf.as_ref().map_or(0, |b| b.len())
+        self.core.buffered_amount() + self.rare.as_ref().map_or(0, |r| r.wbuf.len())
     }
 
     // ----- receiving ------------------------------------------------------
@@ -226,11 +247,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
             self.reader = Some(cx.waker().clone());
+            // The timer wakes whoever polled it last.
+            self.timer_registered = false;
         }
         loop {
             if let Some(event) = self.core.poll_event() {
                 if let Event::Closed(frame) = event {
-                    self.close_frame = Some(Box::new(frame));
+                    self.rare().close_frame = Some(frame);
                     self.enter_closing(None);
                     continue;
                 }
@@ -262,7 +285,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
 
             if let Some(deadline) = self.core.poll_timeout()
-                && self.timer.poll(cx, deadline).is_ready()
+                && self
+                    .timer
+                    .poll(cx, deadline, &mut self.timer_registered)
+                    .is_ready()
             {
                 self.core
                     .handle_timeout(tokio::time::Instant::now().into_std());
@@ -354,22 +380,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 
     fn enter_closing(&mut self, error: Option<Box<Error>>) {
         if matches!(self.phase, Phase::Open) {
-            self.phase = Phase::Closing {
+            self.phase = Phase::Closing(Box::new(Closing {
                 error,
                 eof: false,
                 deadline: None,
-            };
+            }));
         }
     }
 
     fn fail_io(&mut self, e: io::Error) {
         self.core.receive_eof();
         while self.core.poll_event().is_some() {}
-        if self.close_frame.is_none() {
-            self.close_frame = Some(Box::new(CloseFrame::new(
-                CloseCode::ABNORMAL,
-                "transport error",
-            )));
+        let rare = self.rare();
+        if rare.close_frame.is_none() {
+            rare.close_frame = Some(CloseFrame::new(CloseCode::ABNORMAL, "transport error"));
         }
         self.phase = Phase::Done {
             error: Some(Box::new(Error::Io(e))),
@@ -384,16 +408,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         }
         let client = self.core.role() == Role::Client;
         let close_timeout = self.core.config().close_timeout;
-        if let Phase::Closing { eof, deadline, .. } = &mut self.phase
+        if let Phase::Closing(closing) = &mut self.phase
             && client
-            && !*eof
+            && !closing.eof
         {
             // RFC 6455 7.1.1: "the client SHOULD wait for the server to
             // close the connection"; bounded by the close timeout.
-            let deadline = *deadline
+            let deadline = *closing
+                .deadline
                 .get_or_insert_with(|| tokio::time::Instant::now().into_std() + close_timeout);
             loop {
-                if self.timer.poll(cx, deadline).is_ready() {
+                if self
+                    .timer
+                    .poll(cx, deadline, &mut self.timer_registered)
+                    .is_ready()
+                {
                     break;
                 }
                 self.read_buf.clear();
@@ -403,8 +432,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                     Poll::Ready(Ok(_)) => continue,
                 }
             }
-            if let Phase::Closing { eof, .. } = &mut self.phase {
-                *eof = true;
+            if let Phase::Closing(closing) = &mut self.phase {
+                closing.eof = true;
             }
         }
         // Errors from shutdown are ignored for the same reason. Always
@@ -413,7 +442,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         let _ = ready!(Pin::new(&mut self.io).poll_shutdown(cx));
         self.read_buf = BytesMut::new();
         let error = match std::mem::replace(&mut self.phase, Phase::Done { error: None }) {
-            Phase::Closing { error, .. } => error,
+            Phase::Closing(closing) => closing.error,
             _ => None,
         };
         self.phase = Phase::Done { error };
@@ -487,8 +516,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             r?;
         }
         Ok(self
-            .close_frame
-            .as_deref()
+            .close_frame()
             .cloned()
             .unwrap_or_else(|| CloseFrame::new(CloseCode::ABNORMAL, "")))
     }
@@ -549,12 +577,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     }
 
     fn park_writer(&mut self, cx: &mut Context<'_>) {
-        if !self
+        let rare = self.rare();
+        if !rare
             .writer
             .as_ref()
             .is_some_and(|w| w.will_wake(cx.waker()))
         {
-            self.writer = Some(cx.waker().clone());
+            rare.writer = Some(cx.waker().clone());
         }
     }
 
@@ -581,13 +610,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
             }
         } else {
             loop {
-                let buf = self.wbuf.get_or_insert_with(Default::default);
+                let buf = &mut self.rare.get_or_insert_with(Box::default).wbuf;
                 while let Some(t) = self.core.poll_transmit() {
                     buf.extend_from_slice(t.head.as_bytes());
                     buf.extend_from_slice(&t.payload);
                 }
                 if buf.is_empty() {
-                    self.wbuf = None;
+                    // Give the memory back between bursts.
+                    *buf = BytesMut::new();
                     break;
                 }
                 let w = ready!(Pin::new(&mut self.io).poll_write(cx, buf))?;
@@ -604,7 +634,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         {
             w.wake_by_ref();
         }
-        if let Some(w) = self.writer.take() {
+        if let Some(w) = self.rare.as_mut().and_then(|r| r.writer.take()) {
             w.wake();
         }
         Poll::Ready(Ok(()))
@@ -685,50 +715,51 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Sink<Message> for WebSocket<S> {
 /// deadline that moves later (every received message pushes the keepalive
 /// ping back) does not touch the timer wheel; the timer fires at the old
 /// time, the core does nothing, and it is re-armed then.
+///
+/// Eight bytes: the armed deadline is the sleep's own.
 #[derive(Default)]
 struct Timer {
     sleep: Option<Pin<Box<Sleep>>>,
-    armed: Option<Instant>,
-    /// The waker the sleep was last polled with.
-    waker: Option<Waker>,
 }
 
 impl Timer {
-    fn poll(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
-        // Armed for this deadline or an earlier one, not fired, and our
-        // waker is registered already: polling the sleep again would only
-        // re-register it (~370 instructions per echoed message).
-        if let (Some(armed), Some(sleep), Some(w)) = (self.armed, &self.sleep, &self.waker)
-            && armed <= deadline
-            && !sleep.is_elapsed()
-            && w.will_wake(cx.waker())
-        {
-            return Poll::Pending;
-        }
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            self.waker = Some(cx.waker().clone());
-        }
+    /// `registered`: the sleep was polled with the waker the reader holds
+    /// and has not fired since; [`WebSocket::poll_event`] clears it when
+    /// the task changes.
+    fn poll(&mut self, cx: &mut Context<'_>, deadline: Instant, registered: &mut bool) -> Poll<()> {
         let at = tokio::time::Instant::from_std(deadline);
-        match &mut self.sleep {
-            None => self.sleep = Some(Box::pin(tokio::time::sleep_until(at))),
+        let sleep = match &mut self.sleep {
+            None => self.sleep.insert(Box::pin(tokio::time::sleep_until(at))),
             Some(sleep) => {
-                if self.armed.is_none_or(|armed| deadline < armed) {
+                if sleep.is_elapsed() {
+                    if at <= sleep.deadline() {
+                        // Fired for this deadline (or a later one).
+                        *registered = false;
+                        return Poll::Ready(());
+                    }
                     sleep.as_mut().reset(at);
+                } else if at < sleep.deadline() {
+                    sleep.as_mut().reset(at);
+                } else if *registered {
+                    // Armed for this deadline or an earlier one, and our
+                    // waker is registered already: polling the sleep again
+                    // would only re-register it (~370 instructions per
+                    // echoed message).
+                    return Poll::Pending;
                 }
+                sleep
             }
-        }
-        if self.armed.is_none_or(|armed| deadline < armed) {
-            self.armed = Some(deadline);
-        }
-        let sleep = self.sleep.as_mut().expect("set above");
-        ready!(sleep.as_mut().poll(cx));
-        self.armed = None;
-        Poll::Ready(())
+        };
+        let r = sleep.as_mut().poll(cx);
+        *registered = r.is_pending();
+        r
     }
 }
 
 impl std::fmt::Debug for Timer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Timer").field("armed", &self.armed).finish()
+        f.debug_struct("Timer")
+            .field("armed", &self.sleep.as_ref().map(|s| s.deadline()))
+            .finish()
     }
 }

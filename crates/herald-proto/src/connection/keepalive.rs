@@ -28,11 +28,13 @@ pub(super) enum Action {
 /// rather than being copied here: this is per-connection memory.
 #[derive(Debug)]
 pub(super) struct Keepalive {
-    /// When to ping if nothing is heard before then.
-    next_ping: Option<Instant>,
-    /// A ping is out; fail if nothing is heard by then.
-    pong_deadline: Option<Instant>,
+    /// When to ping if nothing is heard before then or, while
+    /// `awaiting_pong`, when to give up on the ping that is out. One field
+    /// for both: at most one ping is out at a time, and 16 bytes per idle
+    /// connection add up.
+    ping_deadline: Option<Instant>,
     idle_deadline: Option<Instant>,
+    awaiting_pong: bool,
     sent_data: bool,
     pings: u32,
 }
@@ -40,9 +42,9 @@ pub(super) struct Keepalive {
 impl Keepalive {
     pub(super) fn new(config: &Config, now: Instant) -> Self {
         Self {
-            next_ping: config.ping_interval.map(|d| now + d),
-            pong_deadline: None,
+            ping_deadline: config.ping_interval.map(|d| now + d),
             idle_deadline: config.idle_timeout.map(|d| now + d),
+            awaiting_pong: false,
             sent_data: false,
             pings: 0,
         }
@@ -50,8 +52,8 @@ impl Keepalive {
 
     /// Bytes arrived at `now`.
     pub(super) fn heard(&mut self, config: &Config, now: Instant) {
-        self.pong_deadline = None;
-        self.next_ping = config.ping_interval.map(|d| now + d);
+        self.awaiting_pong = false;
+        self.ping_deadline = config.ping_interval.map(|d| now + d);
     }
 
     /// A data message arrived at `now`.
@@ -65,15 +67,16 @@ impl Keepalive {
     }
 
     pub(super) fn next_deadline(&self) -> Option<Instant> {
-        [self.next_ping, self.pong_deadline, self.idle_deadline]
-            .into_iter()
-            .flatten()
-            .min()
+        match (self.ping_deadline, self.idle_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     pub(super) fn on_timeout(&mut self, config: &Config, now: Instant) -> Action {
-        if self.pong_deadline.is_some_and(|t| now >= t) {
-            self.pong_deadline = None;
+        if self.awaiting_pong && self.ping_deadline.is_some_and(|t| now >= t) {
+            self.awaiting_pong = false;
+            self.ping_deadline = None;
             return Action::PongTimeout;
         }
         if let Some(t) = self.idle_deadline
@@ -85,10 +88,10 @@ impl Keepalive {
             }
             self.idle_deadline = config.idle_timeout.map(|d| now + d);
         }
-        if self.next_ping.is_some_and(|t| now >= t) {
+        if !self.awaiting_pong && self.ping_deadline.is_some_and(|t| now >= t) {
             // One ping at a time: the next is armed when the peer is heard.
-            self.next_ping = None;
-            self.pong_deadline = Some(now + config.pong_timeout);
+            self.awaiting_pong = true;
+            self.ping_deadline = Some(now + config.pong_timeout);
             self.pings = self.pings.wrapping_add(1);
             return Action::Ping(Bytes::copy_from_slice(&self.pings.to_be_bytes()));
         }

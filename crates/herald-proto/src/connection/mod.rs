@@ -139,7 +139,8 @@ pub struct Connection {
     buffered: usize,
     events: VecDeque<Event>,
     keepalive: Keepalive,
-    mask: Option<MaskSource>,
+    /// Boxed again: a thin pointer, as servers have none.
+    mask: Option<Box<MaskSource>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -181,7 +182,7 @@ impl Connection {
             transmitted: 0,
             buffered: 0,
             events: VecDeque::new(),
-            mask,
+            mask: mask.map(Box::new),
         }
     }
 
