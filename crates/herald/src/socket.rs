@@ -284,33 +284,45 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
                 continue;
             }
 
-            if let Some(deadline) = self.core.poll_timeout()
-                && self
-                    .timer
-                    .poll(cx, deadline, &mut self.timer_registered)
-                    .is_ready()
-            {
-                self.core
-                    .handle_timeout(tokio::time::Instant::now().into_std());
-                // Quiet for a keepalive interval: give back queue memory.
-                self.core.shrink_to_fit();
-                continue;
-            }
-
             // Backpressure: a peer that sends but does not read (pings
             // whose pongs pile up, say) is not read from until it drains.
             if self.buffered_amount() > self.high_water as usize {
                 self.reader_parked = true;
+                if self.poll_timer(cx).is_ready() {
+                    continue;
+                }
                 return Poll::Pending;
             }
 
             match self.poll_read(cx) {
-                Poll::Pending => return Poll::Pending,
+                Poll::Pending => {
+                    // The timer is looked at only on the way to sleep, once
+                    // per wakeup: while bytes keep arriving the peer is alive
+                    // and the keepalive has nothing to do, and tokio's budget
+                    // makes even a flooded socket come here regularly.
+                    if self.poll_timer(cx).is_ready() {
+                        continue;
+                    }
+                    return Poll::Pending;
+                }
                 Poll::Ready(Ok(0)) => self.core.receive_eof(),
                 Poll::Ready(Ok(_)) => self.feed(),
                 Poll::Ready(Err(e)) => self.fail_io(e),
             }
         }
+    }
+
+    /// Arms the core's timer; when it has fired, lets the core act on it.
+    fn poll_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.core.poll_timeout() else {
+            return Poll::Pending;
+        };
+        ready!(self.timer.poll(cx, deadline, &mut self.timer_registered));
+        self.core
+            .handle_timeout(tokio::time::Instant::now().into_std());
+        // Quiet for a keepalive interval: give back queue memory.
+        self.core.shrink_to_fit();
+        Poll::Ready(())
     }
 
     /// Hands buffered bytes to the core.

@@ -326,6 +326,17 @@ impl Connection {
     /// copying. Returns how many slices were filled. Then report what the
     /// write took with [`Connection::advance_transmit`].
     pub fn transmit_slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
+        // The common case, one whole frame, without the general loop.
+        if let ([t], [], 0, [head, body, ..]) = (
+            self.transmits.as_slices().0,
+            self.transmits.as_slices().1,
+            self.transmitted,
+            &mut *out,
+        ) {
+            *head = std::io::IoSlice::new(t.head.as_bytes());
+            *body = std::io::IoSlice::new(&t.payload);
+            return 1 + usize::from(!t.payload.is_empty());
+        }
         let mut n = 0;
         let mut skip = self.transmitted;
         for t in &self.transmits {
@@ -349,6 +360,12 @@ impl Connection {
     pub fn advance_transmit(&mut self, mut n: usize) {
         n = n.min(self.buffered);
         self.buffered -= n;
+        if self.buffered == 0 {
+            // All written (the common case): no walk through the queue.
+            self.transmits.clear();
+            self.transmitted = 0;
+            return;
+        }
         while n > 0 {
             let Some(front) = self.transmits.front() else {
                 break;

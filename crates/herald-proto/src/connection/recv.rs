@@ -68,6 +68,9 @@ pub(super) fn receive(
                     return Ok(());
                 };
                 check_header(conn, &header)?;
+                if whole_message(conn, buf, &header, head_len, now)? {
+                    return Ok(());
+                }
                 if !header.opcode.is_control() {
                     start_data_frame(conn, &header)?;
                 }
@@ -137,6 +140,53 @@ fn check_header(conn: &Connection, h: &FrameHeader) -> Result<(), ProtocolError>
         return Err(ProtocolError::FrameTooBig);
     }
     Ok(())
+}
+
+/// The common case in one step: an unfragmented, uncompressed data message
+/// whose whole frame is in `buf`, with no message in progress. Delivers it
+/// and returns `true`; `false` leaves everything to the general path. Same
+/// checks and results as that path, without its bookkeeping (about a third
+/// of the instructions per small echoed message).
+fn whole_message(
+    conn: &mut Connection,
+    buf: &mut BytesMut,
+    h: &FrameHeader,
+    head_len: usize,
+    now: Instant,
+) -> Result<bool, ProtocolError> {
+    let kind = match h.opcode {
+        OpCode::Text => MessageKind::Text,
+        OpCode::Binary => MessageKind::Binary,
+        _ => return Ok(false),
+    };
+    // Checked against max_frame_size already, so it fits a usize.
+    let len = h.payload_len as usize;
+    if !h.fin
+        || h.rsv1
+        || conn.receiver.message.is_some()
+        || conn.config.message_mode == MessageMode::Streaming
+        || buf.len() - head_len < len
+    {
+        return Ok(false);
+    }
+    if len > conn.config.max_message_size {
+        return Err(ProtocolError::MessageTooBig);
+    }
+    let payload = &mut buf[head_len..head_len + len];
+    if let Some(key) = h.mask {
+        apply_mask(payload, key, 0);
+    }
+    if kind == MessageKind::Text {
+        crate::utf8::validate(payload).map_err(|_| ProtocolError::InvalidUtf8)?;
+    }
+    buf.advance(head_len);
+    let bytes = buf.split_to(len).freeze();
+    conn.keepalive.received_data(&conn.config, now);
+    conn.events.push_back(Event::Message(match kind {
+        MessageKind::Text => Message::Text(Utf8Bytes::from_validated(bytes)),
+        MessageKind::Binary => Message::Binary(bytes),
+    }));
+    Ok(true)
 }
 
 /// The rules on the sequence of data frames (RFC 6455 5.4).
