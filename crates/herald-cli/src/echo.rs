@@ -10,7 +10,6 @@ use std::task::{Context, Poll, ready};
 
 use herald::{Acceptor, Config, DeflateConfig, WebSocket};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
 
 use crate::BoxError;
 
@@ -48,7 +47,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         _ => None,
     };
     crate::runtime(args.threads)?.block_on(async move {
-        let listener = TcpListener::bind(args.listen).await?;
+        let listener = crate::listen(args.listen)?;
         let scheme = if tls.is_some() { "wss" } else { "ws" };
         eprintln!(
             "herald echo listening on {scheme}://{}",
@@ -60,7 +59,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
                 r = listener.accept() => r?,
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
             };
-            let _ = tcp.set_nodelay(true);
+            if !crate::NODELAY_INHERITED {
+                let _ = tcp.set_nodelay(true);
+            }
             let acceptor = acceptor.clone();
             // Two spawn sites, not one future with a TLS branch: a task is
             // as large as its largest state, and rustls' state would make

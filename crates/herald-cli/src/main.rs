@@ -74,6 +74,26 @@ fn main() -> std::process::ExitCode {
 
 /// A tokio runtime: current-thread for one thread (the lowest per-message
 /// overhead), multi-thread otherwise.
+/// A listening socket whose accepted connections have `TCP_NODELAY` set
+/// already: Linux copies it from the listener, which saves a `setsockopt`
+/// per connection (see `handshake + close` in `scripts/bench`). Elsewhere
+/// callers still set it per connection ([`NODELAY_INHERITED`]).
+fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    // As `TcpListener::bind` does: a restarted server can bind at once.
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Whether accepted sockets inherit `TCP_NODELAY` from [`listen`]'s socket.
+const NODELAY_INHERITED: bool = cfg!(target_os = "linux");
+
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

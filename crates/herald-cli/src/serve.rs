@@ -71,7 +71,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     crate::runtime(threads)?.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let listener = crate::listen(config.listen)?;
         let addr = listener.local_addr()?;
         let mode = if config.token_secret.is_some() {
             "tokens required"
