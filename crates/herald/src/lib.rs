@@ -53,7 +53,9 @@
 //!   [`Config::write_high_water`] bytes are queued; `try_send` says
 //!   [`TrySendError::Full`] instead; a peer that sends without reading is
 //!   not read from until its replies drain.
-//! - **Memory**: an idle connection holds no read or write buffer.
+//! - **Memory**: an idle connection holds no write buffer, and gives back
+//!   the last read's buffer and its queues' memory when its timer next
+//!   fires; the socket itself is 384 bytes over a `TcpStream`.
 //! - **Cancel safety**: `recv` and `recv_fragment` are cancel safe; `send`
 //!   is not once its message is queued.
 //! - **Errors** are blamed: [`Error::Protocol`] (the peer), [`Error::User`]

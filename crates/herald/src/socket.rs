@@ -320,8 +320,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         ready!(self.timer.poll(cx, deadline, &mut self.timer_registered));
         self.core
             .handle_timeout(tokio::time::Instant::now().into_std());
-        // Quiet for a keepalive interval: give back queue memory.
+        // Quiet for a while: give back queue memory, and the small read
+        // buffer a stack read leaves behind (kept between messages, as
+        // freeing and reallocating it per message costs more than it).
         self.core.shrink_to_fit();
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
         Poll::Ready(())
     }
 
