@@ -193,11 +193,13 @@ impl Connection {
     }
 
     /// This end's role.
+    #[inline]
     pub fn role(&self) -> Role {
         self.role
     }
 
     /// Where the connection is in its life.
+    #[inline]
     pub fn state(&self) -> State {
         self.state
     }
@@ -229,6 +231,7 @@ impl Connection {
     /// matching code is queued, the state becomes [`State::Closed`], and the
     /// error is returned. Drain [`Connection::poll_transmit`] (to send that
     /// Close) and events either way.
+    #[inline]
     pub fn receive(&mut self, buf: &mut BytesMut, now: Instant) -> Result<(), ProtocolError> {
         if matches!(self.state, State::Closed) {
             // RFC 6455 5.5.1: after the Close handshake, or after failing
@@ -262,6 +265,7 @@ impl Connection {
     }
 
     /// When [`Connection::handle_timeout`] should next be called.
+    #[inline]
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Open => self.keepalive.next_deadline(),
@@ -325,6 +329,7 @@ impl Connection {
     /// of each frame as separate slices), for one vectored write without
     /// copying. Returns how many slices were filled. Then report what the
     /// write took with [`Connection::advance_transmit`].
+    #[inline]
     pub fn transmit_slices<'a>(&'a self, out: &mut [std::io::IoSlice<'a>]) -> usize {
         // The common case, one whole frame, without the general loop.
         if let ([t], [], 0, [head, body, ..]) = (
@@ -357,6 +362,7 @@ impl Connection {
     }
 
     /// Marks `n` bytes from [`Connection::transmit_slices`] as written.
+    #[inline]
     pub fn advance_transmit(&mut self, mut n: usize) {
         n = n.min(self.buffered);
         self.buffered -= n;
@@ -382,11 +388,13 @@ impl Connection {
     }
 
     /// How many frames are waiting to be written.
+    #[inline]
     pub fn transmit_count(&self) -> usize {
         self.transmits.len()
     }
 
     /// Whether frames are waiting to be written.
+    #[inline]
     pub fn has_transmits(&self) -> bool {
         !self.transmits.is_empty()
     }
@@ -404,11 +412,13 @@ impl Connection {
     }
 
     /// The next event, if any.
+    #[inline]
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
 
     /// Bytes queued for writing, for write backpressure.
+    #[inline]
     pub fn buffered_amount(&self) -> usize {
         self.buffered
     }
@@ -416,6 +426,7 @@ impl Connection {
     /// Queues a data message, compressed if permessage-deflate is on and
     /// the message is over the threshold. Drain
     /// [`Connection::poll_transmit`] next.
+    #[inline]
     pub fn send(&mut self, message: Message) -> Result<(), UserError> {
         self.check_open()?;
         if self.sending.is_some() {
