@@ -24,12 +24,11 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4], offset: usize) {
     }
 }
 
-/// 32-byte blocks (vectorized), then the < 32-byte tail as u64, u32, bytes.
+/// 32-byte blocks (vectorized), then the < 32-byte tail as u64 words and
+/// bytes.
 #[inline]
 fn mask_words(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let key = rotate(key, offset);
-    let k = u32::from_ne_bytes(key);
-    let w = u64::from(k) | (u64::from(k) << 32);
     let tail = if buf.len() >= 32 {
         // The repeated key is built only when there are blocks: for a
         // 20-byte message it was a third of the masking cost.
@@ -37,29 +36,26 @@ fn mask_words(buf: &mut [u8], key: [u8; 4], offset: usize) {
         for (i, b) in wide.iter_mut().enumerate() {
             *b = key[i & 3];
         }
-        let mut blocks = buf.chunks_exact_mut(32);
-        for block in &mut blocks {
-            let block: &mut [u8; 32] = block.try_into().expect("32-byte block");
+        let (blocks, tail) = buf.as_chunks_mut::<32>();
+        for block in blocks {
             for i in 0..32 {
                 block[i] ^= wide[i];
             }
         }
-        blocks.into_remainder()
+        tail
     } else {
         buf
     };
-    let mut words = tail.chunks_exact_mut(8);
-    for c in &mut words {
-        let v = u64::from_ne_bytes((&*c).try_into().expect("8 bytes")) ^ w;
-        c.copy_from_slice(&v.to_ne_bytes());
+    // Words and the remainder start on a multiple of 4 bytes, so the key
+    // lines up with them unrotated.
+    let k = u32::from_ne_bytes(key);
+    let w = u64::from(k) | (u64::from(k) << 32);
+    let (words, rest) = tail.as_chunks_mut::<8>();
+    for word in words {
+        *word = (u64::from_ne_bytes(*word) ^ w).to_ne_bytes();
     }
-    let mut quads = words.into_remainder().chunks_exact_mut(4);
-    for q in &mut quads {
-        let v = u32::from_ne_bytes((&*q).try_into().expect("4 bytes")) ^ k;
-        q.copy_from_slice(&v.to_ne_bytes());
-    }
-    for (b, k) in quads.into_remainder().iter_mut().zip(key) {
-        *b ^= k;
+    for (i, b) in rest.iter_mut().enumerate() {
+        *b ^= key[i & 3];
     }
 }
 
