@@ -48,8 +48,10 @@ NICE = ["nice", "-n", "0"]
 
 
 class Server:
-    def __init__(self, key, label, port, cmd, rust, deflate=None, scale=1.0):
+    def __init__(self, key, label, port, cmd, rust, deflate=None, scale=1.0, optional=False):
         self.key = key
+        # Run only when named in --only (experiments, not peers).
+        self.optional = optional
         self.label = label
         self.port = port
         self._cmd = cmd
@@ -107,6 +109,16 @@ SERVERS = [
         [sys.executable, BENCH / "python_echo.py", "{port}"],
         rust=False,
         deflate=[sys.executable, BENCH / "python_echo.py", "{port}", "--deflate"],
+    ),
+    # An experiment, run only with --only: herald-proto's core on a bare
+    # epoll loop, to measure what tokio's per-connection tasks cost.
+    Server(
+        "herald-mio",
+        "herald-proto on mio (experiment)",
+        19107,
+        [PEERS / "herald-mio-echo", "127.0.0.1:{port}"],
+        rust=True,
+        optional=True,
     ),
 ]
 TCP_ECHO = Server(
@@ -477,7 +489,7 @@ def cell(s, kind):
 def ratio_row(cells, higher_better):
     """herald / best peer, from medians."""
     h = cells.get("herald")
-    peers = {k: v for k, v in cells.items() if k != "herald" and v is not None}
+    peers = {k: v for k, v in cells.items() if not k.startswith("herald") and v is not None}
     if not h or not peers:
         return "n/a", None
     pick = max if higher_better else min
@@ -778,7 +790,7 @@ def main():
     opts.rounds = opts.rounds or (1 if opts.quick else 3)
     opts.duration = opts.duration or (3.0 if opts.quick else 4.0)
     opts.warmup = opts.warmup if opts.warmup is not None else 1.0
-    opts.servers = opts.only.split(",") if opts.only else [s.key for s in SERVERS]
+    opts.servers = opts.only.split(",") if opts.only else [s.key for s in SERVERS if not s.optional]
     opts.scenarios = opts.scenarios.split(",") if opts.scenarios else [s["id"] for s in SCENARIOS]
     for k in opts.servers:
         if k not in [s.key for s in SERVERS]:
