@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::BytesMut;
-use herald_proto::handshake::{self, Accept, HandshakeLimits};
 use herald_proto::connection::State;
+use herald_proto::handshake::{self, Accept, HandshakeLimits};
 use herald_proto::{Config, Connection, Event};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -151,7 +151,8 @@ fn feed(conn: &mut Conn, config: &Arc<Config>, limits: &HandshakeLimits) -> io::
                     return Ok(false);
                 };
                 conn.tcp.write_all(&accepted.response)?;
-                conn.ws.insert(Connection::server(config.clone(), Instant::now()))
+                conn.ws
+                    .insert(Connection::server(config.clone(), Instant::now()))
             }
             Err(e) => {
                 let _ = conn.tcp.write_all(&e.response());
