@@ -72,8 +72,6 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-/// A tokio runtime: current-thread for one thread (the lowest per-message
-/// overhead), multi-thread otherwise.
 /// A listening socket whose accepted connections have `TCP_NODELAY` set
 /// already: Linux copies it from the listener, which saves a `setsockopt`
 /// per connection (see `handshake + close` in `scripts/bench`). Elsewhere
@@ -94,6 +92,8 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
 /// Whether accepted sockets inherit `TCP_NODELAY` from [`listen`]'s socket.
 const NODELAY_INHERITED: bool = cfg!(target_os = "linux");
 
+/// A tokio runtime: current-thread for one thread (the lowest per-message
+/// overhead), multi-thread otherwise.
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

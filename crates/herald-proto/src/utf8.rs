@@ -33,7 +33,9 @@ impl Utf8Validator {
 
     /// Validates the next piece of the stream.
     pub fn feed(&mut self, mut input: &[u8]) -> Result<(), InvalidUtf8> {
-        if self.pending_len == 0 && is_short_ascii(input) {
+        // A short piece that is whole and valid on its own (the usual
+        // small text message) needs none of the bookkeeping below.
+        if self.pending_len == 0 && input.len() < SHORT && validate_short(input) {
             return Ok(());
         }
         if self.pending_len > 0 {
@@ -141,14 +143,6 @@ fn validate_short(s: &[u8]) -> bool {
         i += width;
     }
     true
-}
-
-/// Short ASCII text, the bulk of small text messages, checked a word at a
-/// time by `is_ascii`: for a 20-byte message, simdutf8's CPU-feature
-/// dispatch and the split-code-point bookkeeping cost ten times more than
-/// the check itself.
-fn is_short_ascii(input: &[u8]) -> bool {
-    input.len() < 64 && input.is_ascii()
 }
 
 /// Where a multi-byte sequence that the end of `input` cuts short begins;
