@@ -10,6 +10,7 @@ from xml.sax.saxutils import escape
 
 COLORS = {
     "herald": "#d62728",
+    "herald-loop": "#ff7f0e",
     "tokio-tungstenite": "#1f77b4",
     "fastwebsockets": "#2ca02c",
     "node-ws": "#9467bd",

@@ -48,10 +48,8 @@ NICE = ["nice", "-n", "0"]
 
 
 class Server:
-    def __init__(self, key, label, port, cmd, rust, deflate=None, scale=1.0, optional=False):
+    def __init__(self, key, label, port, cmd, rust, deflate=None, scale=1.0):
         self.key = key
-        # Run only when named in --only (experiments, not peers).
-        self.optional = optional
         self.label = label
         self.port = port
         self._cmd = cmd
@@ -73,7 +71,7 @@ class Server:
 SERVERS = [
     Server(
         "herald",
-        "herald",
+        "herald (tokio)",
         19101,
         [HERALD, "echo", "--listen", "127.0.0.1:{port}", "--no-deflate"],
         rust=True,
@@ -110,15 +108,15 @@ SERVERS = [
         rust=False,
         deflate=[sys.executable, BENCH / "python_echo.py", "{port}", "--deflate"],
     ),
-    # An experiment, run only with --only: herald-proto's core on a bare
-    # epoll loop, to measure what tokio's per-connection tasks cost.
+    # The same herald-proto core on herald's own event loop
+    # (`herald::event_loop`): callbacks, no task per connection.
     Server(
-        "herald-mio",
-        "herald-proto on mio (experiment)",
+        "herald-loop",
+        "herald (event loop)",
         19107,
-        [PEERS / "herald-mio-echo", "127.0.0.1:{port}"],
+        [HERALD, "echo", "--event-loop", "--listen", "127.0.0.1:{port}", "--no-deflate"],
         rust=True,
-        optional=True,
+        deflate=[HERALD, "echo", "--event-loop", "--listen", "127.0.0.1:{port}"],
     ),
 ]
 TCP_ECHO = Server(
@@ -486,9 +484,18 @@ def cell(s, kind):
     return f"{fmt_num(s['median'], kind)} [{fmt_num(s['min'], kind)}-{fmt_num(s['max'], kind)}]"
 
 
-def ratio_row(cells, higher_better):
+# herald's two engines; each gets its own ratio row.
+HERALD_KEYS = ("herald", "herald-loop")
+
+
+def herald_rows(servers):
+    """(key, label) of the herald engines in this run."""
+    return [(sv.key, sv.label) for sv in servers if sv.key in HERALD_KEYS]
+
+
+def ratio_row(cells, higher_better, key="herald"):
     """herald / best peer, from medians."""
-    h = cells.get("herald")
+    h = cells.get(key)
     peers = {k: v for k, v in cells.items() if not k.startswith("herald") and v is not None}
     if not h or not peers:
         return "n/a", None
@@ -550,16 +557,15 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
         hdr = ["server"] + [s["label"] for s in echo]
         L.append("| " + " | ".join(hdr) + " |")
         L.append("|" + "---|" * len(hdr))
-        ratio_cells = []
         cols = {}
         for s in echo:
             cols[s["id"]] = {sv.key: stat(sv.key, s["id"], ["messages_per_sec"]) for sv in servers
                              if sv.supports(s)}
         for sv in servers:
             L.append("| " + " | ".join([sv.label] + [cell(cols[s["id"]].get(sv.key), "n") if sv.supports(s) else "n/a (no deflate)" for s in echo]) + " |")
-        for s in echo:
-            ratio_cells.append(ratio_row(cols[s["id"]], True)[0])
-        L.append("| **herald / best peer** | " + " | ".join(f"**{c}**" for c in ratio_cells) + " |")
+        for key, label in herald_rows(servers):
+            ratio_cells = [ratio_row(cols[s["id"]], True, key)[0] for s in echo]
+            L.append(f"| **{label} / best peer** | " + " | ".join(f"**{c}**" for c in ratio_cells) + " |")
         if any((TCP_ECHO.key, s["id"]) in by for s in echo):
             L.append("| " + " | ".join([TCP_ECHO.label] + [cell(stat(TCP_ECHO.key, s["id"], ["messages_per_sec"]), "n") if (TCP_ECHO.key, s["id"]) in by else "" for s in echo]) + " |")
         L.append("")
@@ -599,7 +605,8 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
         cpu_cols = {s["id"]: {sv.key: stat(sv.key, s["id"], ["server_cpu", "us_per_message"]) for sv in servers if sv.supports(s)} for s in echo}
         for sv in servers:
             L.append("| " + " | ".join([sv.label] + [cell(cpu_cols[s["id"]].get(sv.key), "us") for s in echo]) + " |")
-        L.append("| **herald / best peer** | " + " | ".join(f"**{ratio_row(cpu_cols[s['id']], False)[0]}**" for s in echo) + " |")
+        for key, label in herald_rows(servers):
+            L.append(f"| **{label} / best peer** | " + " | ".join(f"**{ratio_row(cpu_cols[s['id']], False, key)[0]}**" for s in echo) + " |")
         L.append("")
         L.append("Round-trip time p50 / p99, µs (median over rounds):")
         L.append("")
@@ -636,10 +643,11 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
                 v = counts["instructions"].get(sv.key, {}).get(s["id"])
                 row.append(f"{v:,.0f}" if v is not None else "n/a")
             L.append("| " + " | ".join(row) + " |")
-        for peer in ("fastwebsockets", "tokio-tungstenite"):
-            row = [f"**herald / {peer}**"]
+        for (key, label), peer in ((h, p) for h in herald_rows(servers)
+                                   for p in ("fastwebsockets", "tokio-tungstenite")):
+            row = [f"**{label} / {peer}**"]
             for s in counted:
-                h = counts["instructions"].get("herald", {}).get(s["id"])
+                h = counts["instructions"].get(key, {}).get(s["id"])
                 p = counts["instructions"].get(peer, {}).get(s["id"])
                 mark = ""
                 if h and p and peer == "fastwebsockets":
@@ -705,10 +713,11 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
                 else:
                     row.append(cell(c.get(sv.key), kind))
             L.append("| " + " | ".join(row) + " |")
-        row = ["**herald / best peer**"]
-        for (sc_id, path, kind, hb), c in zip(cols, per_col):
-            row.append("" if kind == "lat" else f"**{ratio_row(c, hb)[0]}**")
-        L.append("| " + " | ".join(row) + " |")
+        for key, label in herald_rows(servers):
+            row = [f"**{label} / best peer**"]
+            for (sc_id, path, kind, hb), c in zip(cols, per_col):
+                row.append("" if kind == "lat" else f"**{ratio_row(c, hb, key)[0]}**")
+            L.append("| " + " | ".join(row) + " |")
         L.append("")
         L.append("Issue 4's targets: idle memory <= 1 KiB per connection; server CPU per "
                  "handshake <= 24 µs (from /proc/PID/stat utime+stime over the measured "
@@ -790,7 +799,7 @@ def main():
     opts.rounds = opts.rounds or (1 if opts.quick else 3)
     opts.duration = opts.duration or (3.0 if opts.quick else 4.0)
     opts.warmup = opts.warmup if opts.warmup is not None else 1.0
-    opts.servers = opts.only.split(",") if opts.only else [s.key for s in SERVERS if not s.optional]
+    opts.servers = opts.only.split(",") if opts.only else [s.key for s in SERVERS]
     opts.scenarios = opts.scenarios.split(",") if opts.scenarios else [s["id"] for s in SCENARIOS]
     for k in opts.servers:
         if k not in [s.key for s in SERVERS]:

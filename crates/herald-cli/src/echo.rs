@@ -33,6 +33,14 @@ pub(crate) struct Args {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = 64 << 20)]
     max_message_size: usize,
+    /// Serve from one epoll loop per thread with callbacks
+    /// (`herald::event_loop`) instead of a tokio task per connection:
+    /// fewer instructions per message; ws:// only.
+    #[arg(long, conflicts_with = "tls_cert")]
+    event_loop: bool,
+    /// Connections open at once (--event-loop); beyond it, 503.
+    #[arg(long, default_value_t = 50_000, requires = "event_loop")]
+    max_connections: usize,
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
@@ -42,6 +50,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     let config = Config::default()
         .protocol(protocol)
         .deflate((!args.no_deflate).then(DeflateConfig::default));
+    if args.event_loop {
+        return run_event_loop(&args, config);
+    }
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
@@ -81,6 +92,30 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             }
         }
     })
+}
+
+/// `--event-loop`: the same echo as callbacks on herald's epoll loops.
+fn run_event_loop(args: &Args, config: Config) -> Result<ExitCode, BoxError> {
+    use herald::event_loop::{Conn, Handler, Server};
+
+    struct Echo;
+
+    impl Handler for Echo {
+        fn on_message(&mut self, conn: &mut Conn<'_>, message: herald::Message) {
+            conn.send(message);
+        }
+    }
+
+    let server = Server::builder(config)
+        .threads(args.threads)
+        .max_connections(args.max_connections)
+        .bind(args.listen)?;
+    eprintln!(
+        "herald echo listening on ws://{} (event loop)",
+        server.local_addr()
+    );
+    server.run(|| Echo)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn herald_proto_config() -> herald::ProtocolConfig {

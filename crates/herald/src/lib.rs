@@ -68,11 +68,15 @@
 //! - `webpki-roots` (default): trust Mozilla's roots; `native-roots`: the
 //!   system's.
 //! - `hyper`: accept upgrades inside a hyper or axum server.
+//! - `event-loop`: [`event_loop`], a server on one epoll loop per thread
+//!   with callbacks, for the lowest cost per message (Unix).
 #![doc(test(attr(deny(warnings))))]
 
 mod client;
 mod config;
 mod error;
+#[cfg(all(feature = "event-loop", unix))]
+pub mod event_loop;
 mod server;
 mod socket;
 mod split;

@@ -192,12 +192,22 @@ impl Acceptor {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let now: Instant = tokio::time::Instant::now().into_std();
-        let mut core = Connection::server(self.protocol.clone(), now);
-        if let (Some(params), Some(config)) = (deflate, &self.config.deflate) {
-            core = core.with_deflate(params, config);
-        }
+        let core = self.core(deflate, tokio::time::Instant::now().into_std());
         WebSocket::from_parts(io, core, rest, protocol, &self.config)
+    }
+
+    /// The server core for a handshake that agreed `deflate`, completed at
+    /// `now`. Shared with the event loop (`event_loop`).
+    pub(crate) fn core(
+        &self,
+        deflate: Option<herald_proto::DeflateParams>,
+        now: Instant,
+    ) -> Connection {
+        let core = Connection::server(self.protocol.clone(), now);
+        match (deflate, &self.config.deflate) {
+            (Some(params), Some(config)) => core.with_deflate(params, config),
+            _ => core,
+        }
     }
 }
 

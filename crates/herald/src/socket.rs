@@ -662,7 +662,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
 /// header is incomplete. Capped at 32 KiB: a 14-byte header announcing a
 /// huge frame must not make an idle peer cost us its whole size up front
 /// (tungstenite's eager 128 KiB buffers are the cautionary tale).
-fn frame_rest(buf: &[u8]) -> usize {
+pub(crate) fn frame_rest(buf: &[u8]) -> usize {
     const MAX_AHEAD: u64 = 32 << 10;
     match herald_proto::FrameHeader::parse(buf) {
         Ok(Some((h, head))) => (head as u64 + h.payload_len)

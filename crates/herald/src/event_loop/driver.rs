@@ -1,0 +1,687 @@
+//! One thread's loop: wait for readiness, accept, read, call back, write.
+
+use std::io::{self, IoSlice, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use herald_proto::connection::State;
+use herald_proto::handshake::{self, reject_response};
+use herald_proto::{CloseCode, CloseFrame, Connection, Event};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use super::conns::{Conn, Connections, Entry, Phase, Slot};
+use super::timers::Timers;
+use super::{ConnId, Handler, Shared};
+use crate::socket::frame_rest;
+
+const LISTENER: Token = Token(usize::MAX);
+const WAKER: Token = Token(usize::MAX - 1);
+/// No connection is being driven (`Connections::current`).
+const NONE: u32 = u32::MAX;
+/// Size of the shared read block. Reads take all of its free room, so a
+/// burst of 16 KiB messages is one `recv`, and a new block is taken when
+/// less than a quarter is left.
+const BLOCK: usize = 64 << 10;
+/// First read of a handshake; requests are rarely longer.
+const HANDSHAKE_READ: usize = 1024;
+
+/// A listening socket for `addr`: non-blocking, `TCP_NODELAY` (inherited by
+/// accepted sockets on Linux), and `SO_REUSEPORT` when several loops share
+/// the port.
+pub(super) fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_tcp_nodelay(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+/// A loop's `epoll` instance and listener, made at bind time so that a
+/// [`StopHandle`](super::StopHandle) exists before the loop runs.
+#[derive(Debug)]
+pub(super) struct Parts {
+    poll: Poll,
+    listener: TcpListener,
+}
+
+impl Parts {
+    pub(super) fn new(mut listener: TcpListener) -> io::Result<(Self, Waker)> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let waker = Waker::new(poll.registry(), WAKER)?;
+        Ok((Self { poll, listener }, waker))
+    }
+}
+
+pub(super) struct Loop<H> {
+    poll: Poll,
+    /// `None` once stopping.
+    listener: Option<TcpListener>,
+    shared: Arc<Shared>,
+    handler: H,
+    conns: Connections,
+    timers: Timers,
+    /// Where reads of connections without a partial frame land; messages
+    /// are split off it without copying.
+    block: BytesMut,
+    /// When a stopping loop gives up waiting for its connections.
+    stopping: Option<Instant>,
+}
+
+impl<H: Handler> Loop<H> {
+    pub(super) fn new(parts: Parts, shared: Arc<Shared>, handler: H) -> Self {
+        let config = shared.acceptor.config();
+        let conns = Connections {
+            slots: Vec::new(),
+            free: Vec::new(),
+            dirty: Vec::new(),
+            current: NONE,
+            now: Instant::now(),
+            high_water: config.write_high_water,
+            max_buffered: shared.max_buffered,
+        };
+        Self {
+            poll: parts.poll,
+            listener: Some(parts.listener),
+            shared,
+            handler,
+            conns,
+            timers: Timers::default(),
+            block: BytesMut::new(),
+            stopping: None,
+        }
+    }
+
+    pub(super) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let next = match (self.timers.next(), self.stopping) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let timeout = next.map(|t| t.saturating_duration_since(Instant::now()));
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            self.conns.now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(index) => self.ready(index as u32),
+                }
+            }
+            self.fire_timers();
+            self.flush_dirty();
+            if self.shared.stop.load(Ordering::Acquire) && self.stop() {
+                for index in 0..self.conns.slots.len() as u32 {
+                    self.remove(index);
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(listener) = &self.listener else {
+                return;
+            };
+            let mut tcp = match listener.accept() {
+                Ok((tcp, _)) => tcp,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) =>
+                {
+                    continue;
+                }
+                Err(e) => {
+                    // Out of descriptors, most likely: the next connection
+                    // to arrive retries.
+                    tracing::warn!("accept: {e}");
+                    return;
+                }
+            };
+            if !cfg!(target_os = "linux") {
+                let _ = tcp.set_nodelay(true);
+            }
+            let open = self.shared.connections.fetch_add(1, Ordering::Relaxed);
+            if open >= self.shared.max_connections {
+                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                let _ = tcp.write(&reject_response(503, "too many connections", &[]));
+                continue;
+            }
+            let index = match self.conns.free.pop() {
+                Some(i) => i,
+                None => {
+                    self.conns.slots.push(Slot {
+                        generation: 0,
+                        entry: None,
+                    });
+                    self.conns.slots.len() as u32 - 1
+                }
+            };
+            // Both directions, once: edge-triggered, so no re-registration
+            // when a write blocks and no wakeups while the socket stays
+            // writable.
+            let interest = Interest::READABLE | Interest::WRITABLE;
+            if let Err(e) = self
+                .poll
+                .registry()
+                .register(&mut tcp, Token(index as usize), interest)
+            {
+                tracing::warn!("register: {e}");
+                self.conns.free.push(index);
+                self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+                continue;
+            }
+            let deadline = self.conns.now + self.shared.acceptor.config().handshake_timeout;
+            self.conns.slots[index as usize].entry = Some(Entry {
+                tcp,
+                phase: Phase::Handshake,
+                buf: BytesMut::new(),
+                out: None,
+                armed: None,
+                deadline: Some(deadline),
+                protocol: None,
+                close_frame: None,
+                paused: false,
+                dirty: false,
+            });
+            self.rearm(index);
+        }
+    }
+
+    /// A readiness event for connection `index`.
+    fn ready(&mut self, index: u32) {
+        if self.conns.entry(index).is_none() {
+            // Closed earlier in this batch of events.
+            return;
+        }
+        self.conns.current = index;
+        self.read(index);
+        self.after(index);
+        self.conns.current = NONE;
+    }
+
+    /// Writes what the connection has queued, resumes reading a peer whose
+    /// queue drained, finishes a connection that is done, and arms its
+    /// timer.
+    fn after(&mut self, index: u32) {
+        while self.flush(index) {
+            self.read(index);
+        }
+        self.settle(index);
+    }
+
+    /// Reads until the socket is drained or the connection stops reading.
+    fn read(&mut self, index: u32) {
+        let read_chunk = self.shared.acceptor.config().read_chunk;
+        loop {
+            let Some(entry) = self.conns.entry(index) else {
+                return;
+            };
+            if entry.paused {
+                return;
+            }
+            // A handshake or a partial frame continues in the connection's
+            // own buffer; anything else goes to the shared block.
+            let own = match entry.phase {
+                Phase::Handshake => {
+                    entry.buf.reserve(HANDSHAKE_READ);
+                    true
+                }
+                Phase::Refused => return,
+                Phase::Open(_) if !entry.buf.is_empty() => {
+                    let rest = frame_rest(&entry.buf) + read_chunk / 4;
+                    entry.buf.reserve(rest.max(read_chunk));
+                    true
+                }
+                Phase::Open(_) | Phase::Draining => {
+                    if self.block.capacity() < BLOCK / 4 {
+                        self.block = BytesMut::with_capacity(BLOCK);
+                    }
+                    false
+                }
+            };
+            let target = if own { &mut entry.buf } else { &mut self.block };
+            let room = target.capacity() - target.len();
+            let n = match recv_into(&entry.tcp, target) {
+                Ok(0) => return self.lost(index),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.lost(index),
+            };
+            let data = if own {
+                std::mem::take(&mut entry.buf)
+            } else {
+                self.block.split_to(n)
+            };
+            if !self.feed(index, data, own) {
+                return;
+            }
+            // A short read drained the socket; with edge-triggered epoll
+            // the next bytes are a new event, so skip the read that would
+            // only say "would block".
+            if n < room {
+                return;
+            }
+        }
+    }
+
+    /// Hands input to the handshake or the core. `false`: stop reading.
+    fn feed(&mut self, index: u32, mut data: BytesMut, own: bool) -> bool {
+        let Some(entry) = self.conns.entry(index) else {
+            return false;
+        };
+        match entry.phase {
+            Phase::Handshake => {
+                entry.buf = data;
+                return self.handshake(index);
+            }
+            Phase::Draining => return true,
+            Phase::Refused => return false,
+            Phase::Open(_) => {}
+        }
+        let now = self.conns.now;
+        loop {
+            let Some(core) = self.conns.entry(index).and_then(Entry::core) else {
+                return false;
+            };
+            let before = data.len();
+            let result = core.receive(&mut data, now);
+            self.dispatch(index);
+            if let Err(e) = result {
+                if let Some(entry) = self.conns.entry(index) {
+                    let frame = CloseFrame::new(e.close_code(), e.reason());
+                    entry.close_frame = Some(Box::new(frame));
+                }
+                return false;
+            }
+            // Each `receive` stops after one message, so that its answer
+            // is queued before a later frame can fail the connection.
+            if data.is_empty() || data.len() == before {
+                break;
+            }
+        }
+        let read_chunk = self.shared.acceptor.config().read_chunk;
+        let Some(entry) = self.conns.entry(index) else {
+            return false;
+        };
+        entry.buf = if data.is_empty() {
+            BytesMut::new()
+        } else if own {
+            data
+        } else {
+            // A partial frame moves out of the shared block, with room for
+            // its rest: a stalled peer must not pin a whole block.
+            let mut buf = BytesMut::with_capacity(data.len() + frame_rest(&data) + read_chunk / 4);
+            buf.extend_from_slice(&data);
+            buf
+        };
+        entry.core().is_some_and(|c| c.state() != State::Closed)
+    }
+
+    /// Delivers the core's events to the handler.
+    fn dispatch(&mut self, index: u32) {
+        loop {
+            let entry = self.conns.entry(index);
+            let Some(event) = entry.and_then(Entry::core).and_then(Connection::poll_event) else {
+                return;
+            };
+            let conn = &mut Conn {
+                conns: &mut self.conns,
+                index,
+            };
+            match event {
+                Event::Message(m) => self.handler.on_message(conn, m),
+                Event::Fragment(f) => self.handler.on_fragment(conn, f),
+                Event::Closed(frame) => {
+                    if let Some(entry) = self.conns.entry(index) {
+                        entry.close_frame = Some(Box::new(frame));
+                    }
+                }
+                // The core has queued the Pong; keepalive saw the Pong.
+                _ => {}
+            }
+        }
+    }
+
+    /// Parses the request so far; answers it once complete. `false`: the
+    /// connection was refused.
+    fn handshake(&mut self, index: u32) -> bool {
+        let limits = &self.shared.acceptor.config().handshake_limits;
+        let Some(entry) = self.conns.entry(index) else {
+            return false;
+        };
+        let (request, len) = match handshake::parse_request(&entry.buf, limits) {
+            Ok(None) => return true,
+            Ok(Some(parsed)) => parsed,
+            Err(e) => {
+                self.refuse(index, e.response());
+                return false;
+            }
+        };
+        let rest = entry.buf.split_off(len);
+        let accepted = match self.handler.on_request(&request) {
+            Ok(upgrade) => self.shared.acceptor.answer(&request, upgrade),
+            Err(reject) => {
+                self.refuse(index, request.reject(reject.status, &reject.reason));
+                return false;
+            }
+        };
+        let Ok(accepted) = accepted else {
+            // The handler picked something invalid: our side's fault.
+            self.refuse(index, request.reject(500, "internal error"));
+            return false;
+        };
+        let core = self.shared.acceptor.core(accepted.deflate, self.conns.now);
+        let Some(entry) = self.conns.entry(index) else {
+            return false;
+        };
+        entry.out = Some(Box::new(Bytes::from(accepted.response)));
+        entry.protocol = accepted.protocol.map(String::into_boxed_str);
+        entry.deadline = None;
+        entry.buf = BytesMut::new();
+        entry.phase = Phase::Open(core);
+        self.handler.on_open(&mut Conn {
+            conns: &mut self.conns,
+            index,
+        });
+        // Frames the client sent right behind its request.
+        rest.is_empty() || self.feed(index, rest, true)
+    }
+
+    /// Answers the handshake with an HTTP error, then closes.
+    fn refuse(&mut self, index: u32, response: Vec<u8>) {
+        let close_timeout = self.shared.acceptor.config().protocol.close_timeout;
+        let now = self.conns.now;
+        if let Some(entry) = self.conns.entry(index) {
+            entry.phase = Phase::Refused;
+            entry.buf = BytesMut::new();
+            entry.out = Some(Box::new(Bytes::from(response)));
+            entry.deadline = Some(now + close_timeout);
+        }
+    }
+
+    /// Writes raw bytes, then queued frames. `true`: the queue drained
+    /// below the high-water mark and the peer may be read from again.
+    fn flush(&mut self, index: u32) -> bool {
+        let high_water = self.conns.high_water;
+        let Some(entry) = self.conns.entry(index) else {
+            return false;
+        };
+        entry.dirty = false;
+        let result = match &mut entry.out {
+            Some(out) => write_raw(&entry.tcp, out),
+            None => Ok(true),
+        };
+        let written = match result {
+            Ok(done) => done,
+            Err(_) => {
+                self.lost(index);
+                return false;
+            }
+        };
+        if !written {
+            return false;
+        }
+        entry.out = None;
+        let Phase::Open(core) = &mut entry.phase else {
+            return false;
+        };
+        if write_transmits(&entry.tcp, core).is_err() {
+            self.lost(index);
+            return false;
+        }
+        if entry.paused && core.buffered_amount() <= high_water {
+            entry.paused = false;
+            self.handler.on_drain(&mut Conn {
+                conns: &mut self.conns,
+                index,
+            });
+            return true;
+        }
+        false
+    }
+
+    /// Finishes a connection that has written its last bytes, and arms the
+    /// timer of one that has not.
+    fn settle(&mut self, index: u32) {
+        let close_timeout = self.shared.acceptor.config().protocol.close_timeout;
+        let now = self.conns.now;
+        let Some(entry) = self.conns.entry(index) else {
+            return;
+        };
+        let done = match &entry.phase {
+            Phase::Open(core) if core.state() == State::Closed => {
+                if entry.deadline.is_none() {
+                    // Bound the wait for a peer that does not read.
+                    entry.deadline = Some(now + close_timeout);
+                }
+                !core.has_transmits() && entry.out.is_none()
+            }
+            Phase::Refused => entry.out.is_none(),
+            _ => false,
+        };
+        if done {
+            let _ = entry.tcp.shutdown(Shutdown::Write);
+            entry.deadline = Some(now + close_timeout);
+            entry.buf = BytesMut::new();
+            let was = std::mem::replace(&mut entry.phase, Phase::Draining);
+            let frame = entry.close_frame.take();
+            if matches!(was, Phase::Open(_)) {
+                let id = self.conns.id(index);
+                self.handler.on_close(id, close_frame(frame));
+            }
+        }
+        self.rearm(index);
+    }
+
+    /// The peer closed the connection, or it failed: forget it.
+    fn lost(&mut self, index: u32) {
+        if let Some(core) = self.conns.entry(index).and_then(Entry::core) {
+            core.receive_eof();
+            self.dispatch(index);
+        }
+        self.remove(index);
+    }
+
+    fn remove(&mut self, index: u32) {
+        let slot = &mut self.conns.slots[index as usize];
+        let Some(entry) = slot.entry.take() else {
+            return;
+        };
+        let id = ConnId {
+            index,
+            generation: slot.generation,
+        };
+        slot.generation = slot.generation.wrapping_add(1);
+        self.conns.free.push(index);
+        self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if matches!(entry.phase, Phase::Open(_)) {
+            self.handler.on_close(id, close_frame(entry.close_frame));
+        }
+        // Dropping the socket closes it, which also takes it out of epoll.
+    }
+
+    /// Arms the connection's earliest deadline if the heap does not hold
+    /// it or an earlier one already.
+    fn rearm(&mut self, index: u32) {
+        let generation = self.conns.slots[index as usize].generation;
+        let Some(entry) = self.conns.entry(index) else {
+            return;
+        };
+        let core = entry.core().and_then(|c| c.poll_timeout());
+        let want = match (entry.deadline, core) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(want) = want
+            && entry.armed.is_none_or(|armed| want < armed)
+        {
+            entry.armed = Some(want);
+            self.timers.arm(want, index, generation);
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.conns.now;
+        while let Some((deadline, index, generation)) = self.timers.pop_due(now) {
+            let slot = &mut self.conns.slots[index as usize];
+            if slot.generation != generation {
+                continue;
+            }
+            let Some(entry) = slot.entry.as_mut() else {
+                continue;
+            };
+            if entry.armed != Some(deadline) {
+                continue;
+            }
+            entry.armed = None;
+            self.conns.current = index;
+            self.on_timer(index);
+            self.conns.current = NONE;
+        }
+        let live = self.conns.slots.len() - self.conns.free.len();
+        if self.timers.len() > 2 * live + 1024 {
+            let slots = &self.conns.slots;
+            self.timers.retain(|t, i, g| {
+                let slot = &slots[i as usize];
+                slot.generation == g && slot.entry.as_ref().is_some_and(|e| e.armed == Some(t))
+            });
+        }
+    }
+
+    fn on_timer(&mut self, index: u32) {
+        let now = self.conns.now;
+        let Some(entry) = self.conns.entry(index) else {
+            return;
+        };
+        if entry.deadline.is_some_and(|d| d <= now) {
+            if matches!(entry.phase, Phase::Handshake) {
+                self.refuse(index, reject_response(408, "handshake timeout", &[]));
+            } else {
+                // A refusal or a last frame the peer would not read, or a
+                // peer that never closed its side.
+                return self.remove(index);
+            }
+        } else if let Some(core) = entry.core() {
+            core.handle_timeout(now);
+            // Quiet for a while: give back queue memory.
+            core.shrink_to_fit();
+            self.dispatch(index);
+        }
+        self.after(index);
+    }
+
+    /// Writes for connections that other connections' callbacks sent to.
+    fn flush_dirty(&mut self) {
+        while let Some(index) = self.conns.dirty.pop() {
+            if self.conns.entry(index).is_some_and(|e| e.dirty) {
+                self.conns.current = index;
+                self.after(index);
+                self.conns.current = NONE;
+            }
+        }
+    }
+
+    /// Starts stopping, or goes on with it. `true`: every connection is
+    /// gone, or the time allowed is up.
+    fn stop(&mut self) -> bool {
+        let now = self.conns.now;
+        if self.stopping.is_none() {
+            let close_timeout = self.shared.acceptor.config().protocol.close_timeout;
+            self.stopping = Some(now + close_timeout);
+            self.listener = None;
+            for index in 0..self.conns.slots.len() as u32 {
+                let Some(entry) = self.conns.entry(index) else {
+                    continue;
+                };
+                if let Some(core) = entry.core() {
+                    let _ = core.close(CloseCode::GOING_AWAY, "server shutting down", now);
+                } else if matches!(entry.phase, Phase::Handshake) {
+                    self.refuse(index, reject_response(503, "server shutting down", &[]));
+                }
+                self.conns.current = index;
+                self.after(index);
+                self.conns.current = NONE;
+            }
+        }
+        self.conns.slots.len() == self.conns.free.len() || self.stopping.is_some_and(|t| now >= t)
+    }
+}
+
+/// The frame `on_close` reports: the one recorded, or 1006.
+fn close_frame(recorded: Option<Box<CloseFrame>>) -> CloseFrame {
+    recorded.map_or_else(
+        || CloseFrame::new(CloseCode::ABNORMAL, "connection lost"),
+        |f| *f,
+    )
+}
+
+/// One `recv` into `buf`'s spare room, without zeroing it first.
+fn recv_into(tcp: &TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    let n = socket2::SockRef::from(tcp).recv(buf.spare_capacity_mut())?;
+    // SAFETY: `recv` initialized the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// Writes `out` as far as the socket takes it. `true`: all written.
+fn write_raw(mut tcp: &TcpStream, out: &mut Bytes) -> io::Result<bool> {
+    while !out.is_empty() {
+        match tcp.write(out) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => out.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// Writes queued frames, several per `writev`, until done or the socket is
+/// full (its writable edge brings the loop back).
+fn write_transmits(mut tcp: &TcpStream, core: &mut Connection) -> io::Result<()> {
+    while core.has_transmits() {
+        // One frame, the usual case: a two-slot array, as the tokio socket
+        // does (filling 64 slots costs more than the rest of the write).
+        let r = if core.transmit_count() == 1 {
+            let mut slices = [IoSlice::new(&[]); 2];
+            let n = core.transmit_slices(&mut slices);
+            tcp.write_vectored(&slices[..n])
+        } else {
+            let mut slices = [IoSlice::new(&[]); 64];
+            let n = core.transmit_slices(&mut slices);
+            tcp.write_vectored(&slices[..n])
+        };
+        match r {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => core.advance_transmit(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
