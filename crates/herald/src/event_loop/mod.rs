@@ -63,7 +63,7 @@
 //!   `close_timeout`), so the client reads that frame rather than a reset.
 //!   [`StopHandle::stop`] sends every client Close 1001 and returns from
 //!   [`Server::run`] once they are gone or the close timeout has passed.
-//! - **Not here**: TLS (`wss://`; use [`Acceptor`](crate::Acceptor) over
+//! - **Not here**: TLS (`wss://`; use [`Acceptor`] over
 //!   tokio-rustls, or a TLS terminator in front), clients, and platforms
 //!   other than Unix.
 
