@@ -105,7 +105,12 @@ impl Connections {
         if slot.generation != id.generation {
             return None;
         }
-        slot.entry.as_mut()
+        // After `on_close` the slot keeps its generation while the socket
+        // drains (timers name it by generation), but the id is no longer
+        // valid: `on_close` said so.
+        slot.entry
+            .as_mut()
+            .filter(|e| matches!(e.phase, Phase::Open(_)))
     }
 
     fn send(&mut self, index: u32, message: Message) -> SendStatus {

@@ -122,7 +122,10 @@ impl<H: Handler> Loop<H> {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => {}
-                    Token(index) => self.ready(index as u32),
+                    Token(index) => {
+                        let end = event.is_read_closed() || event.is_error();
+                        self.ready(index as u32, end);
+                    }
                 }
             }
             self.fire_timers();
@@ -209,14 +212,15 @@ impl<H: Handler> Loop<H> {
         }
     }
 
-    /// A readiness event for connection `index`.
-    fn ready(&mut self, index: u32) {
+    /// A readiness event for connection `index`; `end`: it says the peer
+    /// has closed its side or the connection failed.
+    fn ready(&mut self, index: u32, end: bool) {
         if self.conns.entry(index).is_none() {
             // Closed earlier in this batch of events.
             return;
         }
         self.conns.current = index;
-        self.read(index);
+        self.read(index, end);
         self.after(index);
         self.conns.current = NONE;
     }
@@ -226,13 +230,18 @@ impl<H: Handler> Loop<H> {
     /// timer.
     fn after(&mut self, index: u32) {
         while self.flush(index) {
-            self.read(index);
+            // The readable edges that came while paused are spent: read
+            // until the socket says so, or an end of stream among them
+            // would never be seen.
+            self.read(index, true);
         }
         self.settle(index);
     }
 
     /// Reads until the socket is drained or the connection stops reading.
-    fn read(&mut self, index: u32) {
+    /// `until_blocked`: until `recv` says "would block" or EOF, even after
+    /// a short read.
+    fn read(&mut self, index: u32, until_blocked: bool) {
         let read_chunk = self.shared.acceptor.config().read_chunk;
         loop {
             let Some(entry) = self.conns.entry(index) else {
@@ -280,8 +289,10 @@ impl<H: Handler> Loop<H> {
             }
             // A short read drained the socket; with edge-triggered epoll
             // the next bytes are a new event, so skip the read that would
-            // only say "would block".
-            if n < room {
+            // only say "would block". Not when the peer's FIN (or a reset)
+            // came before that event was taken: it is behind the data,
+            // and no later event will tell.
+            if n < room && !until_blocked {
                 return;
             }
         }

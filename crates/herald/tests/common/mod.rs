@@ -1,6 +1,8 @@
-//! Helpers shared by the integration tests: a herald echo server, TLS
-//! certificates made at test time, the message matrix every peer runs, and
-//! child processes (real peers) that die with the test.
+//! Helpers shared by the integration tests: a herald echo server (tokio,
+//! or the event loop with feature `event-loop`), an event-loop server on a
+//! thread of its own, TLS certificates made at test time, the message
+//! matrix every peer runs, and child processes (real peers) that die with
+//! the test.
 //!
 //! Each test file uses a subset, hence the `allow`.
 #![allow(dead_code, unreachable_pub)]
@@ -115,11 +117,31 @@ where
 pub struct Report {
     pub protocol: Option<String>,
     pub origin: Option<String>,
+    /// Whether permessage-deflate is on; always `false` from the event
+    /// loop, whose `Conn` does not say (see
+    /// [`ServerKind::reports_compression`]).
     pub compressed: bool,
     /// `close_frame()` once the connection ended.
     pub close: Option<CloseFrame>,
     /// An error from `recv`, if the connection ended with one.
     pub error: Option<String>,
+}
+
+/// Which of herald's servers runs an [`EchoServer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// `Acceptor` and a tokio task per connection.
+    Tokio,
+    /// `herald::event_loop`: callbacks on an epoll loop of its own thread.
+    #[cfg(feature = "event-loop")]
+    EventLoop,
+}
+
+impl ServerKind {
+    /// Whether [`Report::compressed`] says if deflate was negotiated.
+    pub fn reports_compression(self) -> bool {
+        self == Self::Tokio
+    }
 }
 
 /// A herald echo server on 127.0.0.1 with its own accept loop; dropping it
@@ -131,7 +153,13 @@ pub struct EchoServer {
     pub addr: SocketAddr,
     pub reports: mpsc::UnboundedReceiver<Report>,
     tls: bool,
-    task: tokio::task::JoinHandle<()>,
+    backend: Backend,
+}
+
+enum Backend {
+    Tokio(tokio::task::JoinHandle<()>),
+    #[cfg(feature = "event-loop")]
+    EventLoop(LoopServer),
 }
 
 impl EchoServer {
@@ -169,7 +197,43 @@ impl EchoServer {
             addr,
             reports,
             tls: is_tls,
-            task,
+            backend: Backend::Tokio(task),
+        }
+    }
+
+    /// A plain (ws://) echo server of `kind`.
+    pub async fn start_kind(kind: ServerKind, config: Config) -> Self {
+        match kind {
+            ServerKind::Tokio => Self::start(config, None).await,
+            #[cfg(feature = "event-loop")]
+            ServerKind::EventLoop => Self::start_event_loop(config),
+        }
+    }
+
+    /// The same echo server on `herald::event_loop`, one loop. Its reports
+    /// have `compressed: false`, and an `error` only for a connection lost
+    /// without a close handshake (1006).
+    #[cfg(feature = "event-loop")]
+    pub fn start_event_loop(config: Config) -> Self {
+        let (tx, reports) = mpsc::unbounded_channel();
+        let server = LoopServer::start(herald::event_loop::Server::builder(config), move || {
+            event_loop_echo::Echo::new(tx.clone())
+        });
+        Self {
+            addr: server.addr,
+            reports,
+            tls: false,
+            backend: Backend::EventLoop(server),
+        }
+    }
+
+    /// Stops the server: aborts the accept task, or stops the event loop
+    /// and checks that `run` returned `Ok` in time.
+    pub async fn shutdown(mut self) {
+        match &mut self.backend {
+            Backend::Tokio(task) => task.abort(),
+            #[cfg(feature = "event-loop")]
+            Backend::EventLoop(server) => server.stop().await.expect("event loop run"),
         }
     }
 
@@ -188,7 +252,12 @@ impl EchoServer {
 
 impl Drop for EchoServer {
     fn drop(&mut self) {
-        self.task.abort();
+        match &self.backend {
+            Backend::Tokio(task) => task.abort(),
+            // Stops when its `LoopServer` drops.
+            #[cfg(feature = "event-loop")]
+            Backend::EventLoop(_) => {}
+        }
     }
 }
 
@@ -254,6 +323,158 @@ where
         close: ws.close_frame().cloned(),
         error,
     });
+}
+
+// ----- a herald event-loop server ---------------------------------------------
+
+/// A `herald::event_loop::Server` on 127.0.0.1, run on a thread of its own
+/// (`run` blocks). [`LoopServer::stop`] stops it through its `StopHandle`
+/// and joins the thread; dropping it does the same, blocking.
+#[cfg(feature = "event-loop")]
+pub struct LoopServer {
+    pub addr: SocketAddr,
+    stop: herald::event_loop::StopHandle,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+#[cfg(feature = "event-loop")]
+impl LoopServer {
+    /// Binds `builder` to 127.0.0.1, port 0, and runs it with handlers
+    /// from `new_handler`.
+    pub fn start<H, F>(builder: herald::event_loop::Builder, new_handler: F) -> Self
+    where
+        H: herald::event_loop::Handler,
+        F: Fn() -> H + Send + Sync + 'static,
+    {
+        let server = builder
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind the event loop");
+        let addr = server.local_addr();
+        let stop = server.stop_handle();
+        let thread = std::thread::Builder::new()
+            .name("event-loop".to_owned())
+            .spawn(move || server.run(new_handler))
+            .unwrap();
+        Self {
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    /// Stops the server and waits (at most [`TIMEOUT`], without blocking
+    /// the runtime, so clients in tasks can answer the Close) for `run` to
+    /// return; gives what it returned.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
+        self.stop.stop();
+        let thread = self.thread.take().expect("stopped twice");
+        within("the event loop's run to return", async {
+            while !thread.is_finished() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+        match thread.join() {
+            Ok(result) => result,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+#[cfg(feature = "event-loop")]
+impl Drop for LoopServer {
+    /// A test that failed before `stop` still stops its server, so that no
+    /// loop outlives it; blocking, bounded by [`TIMEOUT`].
+    fn drop(&mut self) {
+        let Some(thread) = self.thread.take() else {
+            return;
+        };
+        self.stop.stop();
+        let start = std::time::Instant::now();
+        while !thread.is_finished() && start.elapsed() < TIMEOUT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            eprintln!("the event loop did not stop within {TIMEOUT:?}");
+        }
+    }
+}
+
+/// [`EchoServer`]'s behaviour as event-loop callbacks.
+#[cfg(feature = "event-loop")]
+mod event_loop_echo {
+    use std::collections::HashMap;
+
+    use herald::event_loop::{Conn, ConnId, Handler};
+    use herald::{CloseCode, CloseFrame, Decision, Message, Request, Upgrade};
+    use tokio::sync::mpsc;
+
+    use super::Report;
+
+    pub(super) struct Echo {
+        reports: mpsc::UnboundedSender<Report>,
+        /// The `Origin` of the request being answered: `on_open` follows
+        /// its `on_request` directly, on the same loop.
+        origin: Option<String>,
+        /// (protocol, origin) of each open connection.
+        open: HashMap<ConnId, (Option<String>, Option<String>)>,
+    }
+
+    impl Echo {
+        pub(super) fn new(reports: mpsc::UnboundedSender<Report>) -> Self {
+            Self {
+                reports,
+                origin: None,
+                open: HashMap::new(),
+            }
+        }
+    }
+
+    impl Handler for Echo {
+        fn on_request(&mut self, request: &Request) -> Decision {
+            self.origin = request.origin().map(str::to_owned);
+            let mut upgrade = Upgrade::new();
+            if request.protocols().any(|p| p == "chat") {
+                upgrade = upgrade.protocol("chat");
+            }
+            Ok(upgrade)
+        }
+
+        fn on_open(&mut self, conn: &mut Conn<'_>) {
+            let protocol = conn.protocol().map(str::to_owned);
+            self.open.insert(conn.id(), (protocol, self.origin.take()));
+        }
+
+        fn on_message(&mut self, conn: &mut Conn<'_>, message: Message) {
+            match message {
+                Message::Text(t) if t.as_str() == "close me" => {
+                    conn.close(CloseCode::GOING_AWAY, "going away");
+                }
+                message => {
+                    conn.send(message);
+                }
+            }
+        }
+
+        fn on_close(&mut self, id: ConnId, frame: CloseFrame) {
+            let (protocol, origin) = self.open.remove(&id).unwrap_or_default();
+            let error = (frame.code == CloseCode::ABNORMAL)
+                .then(|| format!("connection lost: {}", frame.reason));
+            let _ = self.reports.send(Report {
+                protocol,
+                origin,
+                compressed: false,
+                close: Some(frame),
+                error,
+            });
+        }
+    }
 }
 
 // ----- TLS -------------------------------------------------------------------
@@ -442,15 +663,17 @@ impl Lang {
     }
 }
 
-/// Tests of a herald server with a peer's client.
+/// Tests of a herald server with a peer's client, against the server of
+/// each [`ServerKind`] (wss only on tokio: the event loop has no TLS).
 pub mod herald_server {
     use super::*;
 
     /// The peer's client runs `scenario` and prints exactly `lines`; the
-    /// server's report of the connection is returned.
+    /// server's report of the connection is returned, and the server is
+    /// stopped.
     async fn run(
         lang: Lang,
-        server: &mut EchoServer,
+        mut server: EchoServer,
         scenario: &str,
         extra: &[&str],
         lines: Vec<String>,
@@ -462,6 +685,7 @@ pub mod herald_server {
         peer.success().await;
         let report = server.report().await;
         assert_eq!(report.error, None, "server side: {report:?}");
+        server.shutdown().await;
         report
     }
 
@@ -472,56 +696,61 @@ pub mod herald_server {
         lines
     }
 
-    pub async fn echo(lang: Lang) {
-        let mut server = EchoServer::start(Config::default(), None).await;
+    pub async fn echo(lang: Lang, kind: ServerKind) {
+        let server = EchoServer::start_kind(kind, Config::default()).await;
         let lines = echo_lines(open_line(None, false), closed_line(1000, ""));
-        let report = run(lang, &mut server, "echo", &[], lines).await;
+        let report = run(lang, server, "echo", &[], lines).await;
         assert_eq!(report.close, Some(CloseFrame::new(CloseCode::NORMAL, "")));
         assert!(!report.compressed);
     }
 
-    pub async fn deflate(lang: Lang) {
+    /// The peer's open line shows the extension negotiated; a server that
+    /// can tell says it compresses too.
+    pub async fn deflate(lang: Lang, kind: ServerKind) {
         let config = Config::default().deflate(Some(herald::DeflateConfig::default()));
-        let mut server = EchoServer::start(config, None).await;
+        let server = EchoServer::start_kind(kind, config).await;
         let lines = echo_lines(open_line(None, true), closed_line(1000, ""));
-        let report = run(lang, &mut server, "echo", &[], lines).await;
-        assert!(report.compressed, "server side not compressed: {report:?}");
+        let report = run(lang, server, "echo", &[], lines).await;
+        assert!(
+            report.compressed || !kind.reports_compression(),
+            "server side not compressed: {report:?}"
+        );
     }
 
-    pub async fn subprotocol(lang: Lang) {
-        let mut server = EchoServer::start(Config::default(), None).await;
+    pub async fn subprotocol(lang: Lang, kind: ServerKind) {
+        let server = EchoServer::start_kind(kind, Config::default()).await;
         let extra = ["--protocol", "chat", "--protocol", "superchat"];
         let lines = vec![open_line(Some("chat"), false), closed_line(4000, "")];
-        let report = run(lang, &mut server, "client_close", &extra, lines).await;
+        let report = run(lang, server, "client_close", &extra, lines).await;
         assert_eq!(report.protocol.as_deref(), Some("chat"));
     }
 
     /// The client closes with 4000 "done"; herald echoes the code (with no
     /// reason) and reports the client's frame.
-    pub async fn client_close(lang: Lang) {
-        let mut server = EchoServer::start(Config::default(), None).await;
+    pub async fn client_close(lang: Lang, kind: ServerKind) {
+        let server = EchoServer::start_kind(kind, Config::default()).await;
         let lines = vec![open_line(None, false), closed_line(4000, "")];
-        let report = run(lang, &mut server, "client_close", &[], lines).await;
+        let report = run(lang, server, "client_close", &[], lines).await;
         assert_eq!(report.close, Some(CloseFrame::new(CloseCode(4000), "done")));
         assert_eq!(report.protocol, None);
     }
 
     /// The server closes with 1001 "going away"; the client sees both.
-    pub async fn server_close(lang: Lang) {
-        let mut server = EchoServer::start(Config::default(), None).await;
+    pub async fn server_close(lang: Lang, kind: ServerKind) {
+        let server = EchoServer::start_kind(kind, Config::default()).await;
         let lines = vec![open_line(None, false), closed_line(1001, "going away")];
-        let report = run(lang, &mut server, "server_close", &[], lines).await;
+        let report = run(lang, server, "server_close", &[], lines).await;
         // The peer's reply echoes our code.
         assert_eq!(report.close.map(|f| f.code), Some(CloseCode::GOING_AWAY));
     }
 
     pub async fn wss(lang: Lang) {
         let tls = Tls::new();
-        let mut server = EchoServer::start(Config::default(), Some(tls.server.clone())).await;
+        let server = EchoServer::start(Config::default(), Some(tls.server.clone())).await;
         assert!(server.url().starts_with("wss://127.0.0.1:"));
         let cafile = tls.cert_pem.to_str().unwrap();
         let lines = echo_lines(open_line(None, false), closed_line(1000, ""));
-        run(lang, &mut server, "echo", &["--cafile", cafile], lines).await;
+        run(lang, server, "echo", &["--cafile", cafile], lines).await;
     }
 }
 
@@ -735,23 +964,28 @@ macro_rules! interop_matrix {
     ($peer:expr) => {
         #[tokio::test]
         async fn herald_server_echoes_text_binary_empty_and_1mib() {
-            $crate::common::herald_server::echo($peer).await;
+            let kind = $crate::common::ServerKind::Tokio;
+            $crate::common::herald_server::echo($peer, kind).await;
         }
         #[tokio::test]
         async fn herald_server_negotiates_deflate() {
-            $crate::common::herald_server::deflate($peer).await;
+            let kind = $crate::common::ServerKind::Tokio;
+            $crate::common::herald_server::deflate($peer, kind).await;
         }
         #[tokio::test]
         async fn herald_server_picks_subprotocol() {
-            $crate::common::herald_server::subprotocol($peer).await;
+            let kind = $crate::common::ServerKind::Tokio;
+            $crate::common::herald_server::subprotocol($peer, kind).await;
         }
         #[tokio::test]
         async fn herald_server_sees_peer_close_4000() {
-            $crate::common::herald_server::client_close($peer).await;
+            let kind = $crate::common::ServerKind::Tokio;
+            $crate::common::herald_server::client_close($peer, kind).await;
         }
         #[tokio::test]
         async fn herald_server_closes_with_1001() {
-            $crate::common::herald_server::server_close($peer).await;
+            let kind = $crate::common::ServerKind::Tokio;
+            $crate::common::herald_server::server_close($peer, kind).await;
         }
         #[tokio::test]
         async fn herald_server_over_wss_self_signed() {
@@ -780,6 +1014,39 @@ macro_rules! interop_matrix {
         #[tokio::test]
         async fn herald_client_over_wss_self_signed() {
             $crate::common::herald_client::wss($peer).await;
+        }
+    };
+}
+
+/// The peer's client scenarios against herald's event-loop server
+/// (feature `event-loop`; invoke under `#[cfg(feature = "event-loop")]`).
+#[macro_export]
+macro_rules! interop_event_loop_server {
+    ($peer:expr) => {
+        #[tokio::test]
+        async fn event_loop_server_echoes_text_binary_empty_and_1mib() {
+            let kind = $crate::common::ServerKind::EventLoop;
+            $crate::common::herald_server::echo($peer, kind).await;
+        }
+        #[tokio::test]
+        async fn event_loop_server_negotiates_deflate() {
+            let kind = $crate::common::ServerKind::EventLoop;
+            $crate::common::herald_server::deflate($peer, kind).await;
+        }
+        #[tokio::test]
+        async fn event_loop_server_picks_subprotocol() {
+            let kind = $crate::common::ServerKind::EventLoop;
+            $crate::common::herald_server::subprotocol($peer, kind).await;
+        }
+        #[tokio::test]
+        async fn event_loop_server_sees_peer_close_4000() {
+            let kind = $crate::common::ServerKind::EventLoop;
+            $crate::common::herald_server::client_close($peer, kind).await;
+        }
+        #[tokio::test]
+        async fn event_loop_server_closes_with_1001() {
+            let kind = $crate::common::ServerKind::EventLoop;
+            $crate::common::herald_server::server_close($peer, kind).await;
         }
     };
 }
