@@ -32,30 +32,40 @@ pub(super) enum Phase {
     Draining,
 }
 
-/// One connection's state; the slot array holds these inline.
+/// One connection's state, held inline in the loop's slots: what every
+/// message touches is here, the rest is in [`Rare`], so that an idle
+/// connection costs its slot and nothing else.
 pub(super) struct Entry {
     pub(super) tcp: TcpStream,
+    /// Not read from while above the write high-water mark.
+    pub(super) paused: bool,
+    /// In `Connections::dirty`: queued frames from another connection's
+    /// callback wait for a write.
+    pub(super) dirty: bool,
+    /// The deadline this connection has in the timer heap.
+    pub(super) armed: Option<Instant>,
     pub(super) phase: Phase,
     /// Input not yet consumed: the handshake so far, or a partial frame
     /// (with room reserved for its rest). Empty, without an allocation,
     /// between messages.
     pub(super) buf: BytesMut,
+    /// Allocated while there is something in it.
+    pub(super) rare: Option<Box<Rare>>,
+}
+
+/// What a connection needs only at its edges: opening, closing, or with a
+/// subprotocol.
+#[derive(Default)]
+pub(super) struct Rare {
     /// Raw bytes to write before any frame: the 101 response or a refusal.
-    pub(super) out: Option<Box<Bytes>>,
-    /// The deadline this connection has in the timer heap.
-    pub(super) armed: Option<Instant>,
+    pub(super) out: Option<Bytes>,
     /// A deadline of the loop's own: the handshake timeout, or how long
     /// to wait for a closed connection's last bytes to drain.
     pub(super) deadline: Option<Instant>,
     /// The subprotocol the handshake selected.
     pub(super) protocol: Option<Box<str>>,
     /// Why the connection closed, for [`Handler::on_close`](super::Handler::on_close).
-    pub(super) close_frame: Option<Box<CloseFrame>>,
-    /// Not read from while above the write high-water mark.
-    pub(super) paused: bool,
-    /// In `Connections::dirty`: queued frames from another connection's
-    /// callback wait for a write.
-    pub(super) dirty: bool,
+    pub(super) close_frame: Option<CloseFrame>,
 }
 
 impl Entry {
@@ -65,17 +75,85 @@ impl Entry {
             _ => None,
         }
     }
+
+    pub(super) fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    pub(super) fn deadline(&self) -> Option<Instant> {
+        self.rare.as_ref()?.deadline
+    }
+
+    pub(super) fn has_out(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.out.is_some())
+    }
+
+    /// Frees [`Rare`] once it holds nothing.
+    pub(super) fn trim(&mut self) {
+        if let Some(r) = &self.rare
+            && r.out.is_none()
+            && r.deadline.is_none()
+            && r.protocol.is_none()
+            && r.close_frame.is_none()
+        {
+            self.rare = None;
+        }
+    }
 }
 
+#[derive(Default)]
 pub(super) struct Slot {
     pub(super) generation: u32,
     pub(super) entry: Option<Entry>,
 }
 
+/// Slots in fixed pages: growing never moves (or copies) the connections
+/// already there, and leaves no freed old array behind, which a doubling
+/// `Vec` of 10,000 slots would (about as much again as the slots).
+#[derive(Default)]
+pub(super) struct Slots {
+    /// Arrays rather than slices: an index masked to the page size needs
+    /// no bounds check.
+    pages: Vec<Box<[Slot; PAGE]>>,
+    len: u32,
+}
+
+const PAGE: usize = 256;
+
+impl Slots {
+    pub(super) fn len(&self) -> u32 {
+        self.len
+    }
+
+    #[inline]
+    pub(super) fn get(&self, index: u32) -> Option<&Slot> {
+        let page = self.pages.get(index as usize / PAGE)?;
+        Some(&page[index as usize % PAGE])
+    }
+
+    #[inline]
+    pub(super) fn get_mut(&mut self, index: u32) -> Option<&mut Slot> {
+        let page = self.pages.get_mut(index as usize / PAGE)?;
+        Some(&mut page[index as usize % PAGE])
+    }
+
+    /// A new empty slot's index.
+    pub(super) fn push(&mut self) -> u32 {
+        if (self.len as usize).is_multiple_of(PAGE) {
+            // Built on the heap: 88 KB would strain a thread's stack.
+            let page: Box<[Slot]> = (0..PAGE).map(|_| Slot::default()).collect();
+            let page: Box<[Slot; PAGE]> = page.try_into().ok().expect("PAGE slots");
+            self.pages.push(page);
+        }
+        self.len += 1;
+        self.len - 1
+    }
+}
+
 /// A loop's connections, addressed by slot index, plus what callbacks may
 /// touch: [`Conn`] borrows this, while the loop keeps the handler apart.
 pub(super) struct Connections {
-    pub(super) slots: Vec<Slot>,
+    pub(super) slots: Slots,
     pub(super) free: Vec<u32>,
     /// Connections written to by another connection's callback.
     pub(super) dirty: Vec<u32>,
@@ -89,19 +167,19 @@ pub(super) struct Connections {
 
 impl Connections {
     pub(super) fn entry(&mut self, index: u32) -> Option<&mut Entry> {
-        self.slots.get_mut(index as usize)?.entry.as_mut()
+        self.slots.get_mut(index)?.entry.as_mut()
     }
 
     pub(super) fn id(&self, index: u32) -> ConnId {
         ConnId {
             index,
-            generation: self.slots[index as usize].generation,
+            generation: self.slots.get(index).map_or(0, |s| s.generation),
         }
     }
 
     /// The slot of `id`, if that connection still exists.
     fn find(&mut self, id: ConnId) -> Option<&mut Entry> {
-        let slot = self.slots.get_mut(id.index as usize)?;
+        let slot = self.slots.get_mut(id.index)?;
         if slot.generation != id.generation {
             return None;
         }
@@ -208,13 +286,18 @@ impl Conn<'_> {
 
     /// The subprotocol the handshake selected.
     pub fn protocol(&self) -> Option<&str> {
-        let slot = &self.conns.slots[self.index as usize];
-        slot.entry.as_ref()?.protocol.as_deref()
+        let entry = self.conns.slots.get(self.index)?.entry.as_ref()?;
+        entry.rare.as_ref()?.protocol.as_deref()
     }
 
     /// The peer's address (a system call: the loop does not keep it).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match &self.conns.slots[self.index as usize].entry {
+        match self
+            .conns
+            .slots
+            .get(self.index)
+            .and_then(|s| s.entry.as_ref())
+        {
             Some(entry) => entry.tcp.peer_addr(),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
@@ -228,5 +311,17 @@ impl Conn<'_> {
             conns: self.conns,
             index: id.index,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A slot is all an idle connection costs in user space; keep it lean.
+    #[test]
+    fn slot_size() {
+        let slot = size_of::<Slot>();
+        assert!(slot <= 344, "Slot grew to {slot} bytes (budget 344)");
     }
 }

@@ -13,7 +13,7 @@ use herald_proto::{CloseCode, CloseFrame, Connection, Event};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use super::conns::{Conn, Connections, Entry, Phase, Slot};
+use super::conns::{Conn, Connections, Entry, Phase, Rare, Slots};
 use super::timers::Timers;
 use super::{ConnId, Handler, Shared};
 use crate::socket::frame_rest;
@@ -83,7 +83,7 @@ impl<H: Handler> Loop<H> {
     pub(super) fn new(parts: Parts, shared: Arc<Shared>, handler: H) -> Self {
         let config = shared.acceptor.config();
         let conns = Connections {
-            slots: Vec::new(),
+            slots: Slots::default(),
             free: Vec::new(),
             dirty: Vec::new(),
             current: NONE,
@@ -131,7 +131,7 @@ impl<H: Handler> Loop<H> {
             self.fire_timers();
             self.flush_dirty();
             if self.shared.stop.load(Ordering::Acquire) && self.stop() {
-                for index in 0..self.conns.slots.len() as u32 {
+                for index in 0..self.conns.slots.len() {
                     self.remove(index);
                 }
                 return Ok(());
@@ -173,13 +173,7 @@ impl<H: Handler> Loop<H> {
             }
             let index = match self.conns.free.pop() {
                 Some(i) => i,
-                None => {
-                    self.conns.slots.push(Slot {
-                        generation: 0,
-                        entry: None,
-                    });
-                    self.conns.slots.len() as u32 - 1
-                }
+                None => self.conns.slots.push(),
             };
             // Both directions, once: edge-triggered, so no re-registration
             // when a write blocks and no wakeups while the socket stays
@@ -196,17 +190,18 @@ impl<H: Handler> Loop<H> {
                 continue;
             }
             let deadline = self.conns.now + self.shared.acceptor.config().handshake_timeout;
-            self.conns.slots[index as usize].entry = Some(Entry {
+            let slot = self.conns.slots.get_mut(index).expect("a slot just taken");
+            slot.entry = Some(Entry {
                 tcp,
-                phase: Phase::Handshake,
-                buf: BytesMut::new(),
-                out: None,
-                armed: None,
-                deadline: Some(deadline),
-                protocol: None,
-                close_frame: None,
                 paused: false,
                 dirty: false,
+                armed: None,
+                phase: Phase::Handshake,
+                buf: BytesMut::new(),
+                rare: Some(Box::new(Rare {
+                    deadline: Some(deadline),
+                    ..Rare::default()
+                })),
             });
             self.rearm(index);
         }
@@ -323,7 +318,7 @@ impl<H: Handler> Loop<H> {
             if let Err(e) = result {
                 if let Some(entry) = self.conns.entry(index) {
                     let frame = CloseFrame::new(e.close_code(), e.reason());
-                    entry.close_frame = Some(Box::new(frame));
+                    entry.rare().close_frame = Some(frame);
                 }
                 return false;
             }
@@ -367,7 +362,7 @@ impl<H: Handler> Loop<H> {
                 Event::Fragment(f) => self.handler.on_fragment(conn, f),
                 Event::Closed(frame) => {
                     if let Some(entry) = self.conns.entry(index) {
-                        entry.close_frame = Some(Box::new(frame));
+                        entry.rare().close_frame = Some(frame);
                     }
                 }
                 // The core has queued the Pong; keepalive saw the Pong.
@@ -408,9 +403,10 @@ impl<H: Handler> Loop<H> {
         let Some(entry) = self.conns.entry(index) else {
             return false;
         };
-        entry.out = Some(Box::new(Bytes::from(accepted.response)));
-        entry.protocol = accepted.protocol.map(String::into_boxed_str);
-        entry.deadline = None;
+        let rare = entry.rare();
+        rare.out = Some(Bytes::from(accepted.response));
+        rare.protocol = accepted.protocol.map(String::into_boxed_str);
+        rare.deadline = None;
         entry.buf = BytesMut::new();
         entry.phase = Phase::Open(core);
         self.handler.on_open(&mut Conn {
@@ -428,8 +424,9 @@ impl<H: Handler> Loop<H> {
         if let Some(entry) = self.conns.entry(index) {
             entry.phase = Phase::Refused;
             entry.buf = BytesMut::new();
-            entry.out = Some(Box::new(Bytes::from(response)));
-            entry.deadline = Some(now + close_timeout);
+            let rare = entry.rare();
+            rare.out = Some(Bytes::from(response));
+            rare.deadline = Some(now + close_timeout);
         }
     }
 
@@ -441,7 +438,7 @@ impl<H: Handler> Loop<H> {
             return false;
         };
         entry.dirty = false;
-        let result = match &mut entry.out {
+        let result = match entry.rare.as_mut().and_then(|r| r.out.as_mut()) {
             Some(out) => write_raw(&entry.tcp, out),
             None => Ok(true),
         };
@@ -455,7 +452,10 @@ impl<H: Handler> Loop<H> {
         if !written {
             return false;
         }
-        entry.out = None;
+        if let Some(rare) = &mut entry.rare {
+            rare.out = None;
+            entry.trim();
+        }
         let Phase::Open(core) = &mut entry.phase else {
             return false;
         };
@@ -484,21 +484,24 @@ impl<H: Handler> Loop<H> {
         };
         let done = match &entry.phase {
             Phase::Open(core) if core.state() == State::Closed => {
-                if entry.deadline.is_none() {
+                let done = !core.has_transmits() && !entry.has_out();
+                let rare = entry.rare();
+                if rare.deadline.is_none() {
                     // Bound the wait for a peer that does not read.
-                    entry.deadline = Some(now + close_timeout);
+                    rare.deadline = Some(now + close_timeout);
                 }
-                !core.has_transmits() && entry.out.is_none()
+                done
             }
-            Phase::Refused => entry.out.is_none(),
+            Phase::Refused => !entry.has_out(),
             _ => false,
         };
         if done {
             let _ = entry.tcp.shutdown(Shutdown::Write);
-            entry.deadline = Some(now + close_timeout);
             entry.buf = BytesMut::new();
             let was = std::mem::replace(&mut entry.phase, Phase::Draining);
-            let frame = entry.close_frame.take();
+            let rare = entry.rare();
+            rare.deadline = Some(now + close_timeout);
+            let frame = rare.close_frame.take();
             if matches!(was, Phase::Open(_)) {
                 let id = self.conns.id(index);
                 self.handler.on_close(id, close_frame(frame));
@@ -517,7 +520,9 @@ impl<H: Handler> Loop<H> {
     }
 
     fn remove(&mut self, index: u32) {
-        let slot = &mut self.conns.slots[index as usize];
+        let Some(slot) = self.conns.slots.get_mut(index) else {
+            return;
+        };
         let Some(entry) = slot.entry.take() else {
             return;
         };
@@ -529,7 +534,8 @@ impl<H: Handler> Loop<H> {
         self.conns.free.push(index);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
         if matches!(entry.phase, Phase::Open(_)) {
-            self.handler.on_close(id, close_frame(entry.close_frame));
+            let frame = entry.rare.and_then(|r| r.close_frame);
+            self.handler.on_close(id, close_frame(frame));
         }
         // Dropping the socket closes it, which also takes it out of epoll.
     }
@@ -537,12 +543,15 @@ impl<H: Handler> Loop<H> {
     /// Arms the connection's earliest deadline if the heap does not hold
     /// it or an earlier one already.
     fn rearm(&mut self, index: u32) {
-        let generation = self.conns.slots[index as usize].generation;
-        let Some(entry) = self.conns.entry(index) else {
+        let Some(slot) = self.conns.slots.get_mut(index) else {
+            return;
+        };
+        let generation = slot.generation;
+        let Some(entry) = &mut slot.entry else {
             return;
         };
         let core = entry.core().and_then(|c| c.poll_timeout());
-        let want = match (entry.deadline, core) {
+        let want = match (entry.deadline(), core) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -557,7 +566,9 @@ impl<H: Handler> Loop<H> {
     fn fire_timers(&mut self) {
         let now = self.conns.now;
         while let Some((deadline, index, generation)) = self.timers.pop_due(now) {
-            let slot = &mut self.conns.slots[index as usize];
+            let Some(slot) = self.conns.slots.get_mut(index) else {
+                continue;
+            };
             if slot.generation != generation {
                 continue;
             }
@@ -572,12 +583,13 @@ impl<H: Handler> Loop<H> {
             self.on_timer(index);
             self.conns.current = NONE;
         }
-        let live = self.conns.slots.len() - self.conns.free.len();
+        let live = (self.conns.slots.len() as usize) - self.conns.free.len();
         if self.timers.len() > 2 * live + 1024 {
             let slots = &self.conns.slots;
             self.timers.retain(|t, i, g| {
-                let slot = &slots[i as usize];
-                slot.generation == g && slot.entry.as_ref().is_some_and(|e| e.armed == Some(t))
+                slots.get(i).is_some_and(|slot| {
+                    slot.generation == g && slot.entry.as_ref().is_some_and(|e| e.armed == Some(t))
+                })
             });
         }
     }
@@ -587,7 +599,7 @@ impl<H: Handler> Loop<H> {
         let Some(entry) = self.conns.entry(index) else {
             return;
         };
-        if entry.deadline.is_some_and(|d| d <= now) {
+        if entry.deadline().is_some_and(|d| d <= now) {
             if matches!(entry.phase, Phase::Handshake) {
                 self.refuse(index, reject_response(408, "handshake timeout", &[]));
             } else {
@@ -623,7 +635,7 @@ impl<H: Handler> Loop<H> {
             let close_timeout = self.shared.acceptor.config().protocol.close_timeout;
             self.stopping = Some(now + close_timeout);
             self.listener = None;
-            for index in 0..self.conns.slots.len() as u32 {
+            for index in 0..self.conns.slots.len() {
                 let Some(entry) = self.conns.entry(index) else {
                     continue;
                 };
@@ -637,16 +649,14 @@ impl<H: Handler> Loop<H> {
                 self.conns.current = NONE;
             }
         }
-        self.conns.slots.len() == self.conns.free.len() || self.stopping.is_some_and(|t| now >= t)
+        self.conns.slots.len() as usize == self.conns.free.len()
+            || self.stopping.is_some_and(|t| now >= t)
     }
 }
 
 /// The frame `on_close` reports: the one recorded, or 1006.
-fn close_frame(recorded: Option<Box<CloseFrame>>) -> CloseFrame {
-    recorded.map_or_else(
-        || CloseFrame::new(CloseCode::ABNORMAL, "connection lost"),
-        |f| *f,
-    )
+fn close_frame(recorded: Option<CloseFrame>) -> CloseFrame {
+    recorded.unwrap_or_else(|| CloseFrame::new(CloseCode::ABNORMAL, "connection lost"))
 }
 
 /// One `recv` into `buf`'s spare room, without zeroing it first.
