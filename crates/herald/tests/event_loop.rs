@@ -1753,3 +1753,45 @@ async fn stop_before_run_returns_at_once() {
     .await;
     thread.join().unwrap().unwrap();
 }
+
+/// Panics on the message "boom"; echoes the rest.
+struct Boom;
+
+impl Handler for Boom {
+    fn on_message(&mut self, conn: &mut Conn<'_>, message: Message) {
+        assert_ne!(message, Message::text("boom"), "the handler's own panic");
+        conn.send(message);
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_loop_stops_the_whole_server() {
+    // Whichever loop the panicking connection landed on, `run` must come
+    // back (with the panic or an error) instead of serving on with one
+    // loop dead, or, if the first loop panicked, never returning.
+    // The clients below do not read, so the stop's Close waits this long.
+    let protocol = herald::ProtocolConfig::default().close_timeout(Duration::from_millis(300));
+    let server = Server::builder(Config::default().protocol(protocol))
+        .threads(2)
+        .bind("127.0.0.1:0".parse().unwrap())
+        .unwrap();
+    let url = format!("ws://{}/", server.local_addr());
+    let thread = std::thread::spawn(move || server.run(|| Boom));
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (mut ws, _) = connect_with(Client::new(url.clone())).await;
+        echo(&mut ws, Message::text("fine")).await;
+        clients.push(ws);
+    }
+    clients[3].send(Message::text("boom")).await.unwrap();
+    within("run to return after a handler panicked", async {
+        while !thread.is_finished() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
+    match thread.join() {
+        Ok(Ok(())) => panic!("run returned Ok after a loop panicked"),
+        Ok(Err(_)) | Err(_) => {}
+    }
+}

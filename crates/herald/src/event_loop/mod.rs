@@ -165,8 +165,9 @@ impl Builder {
         self
     }
 
-    /// Connections open at once, over all loops, handshakes included;
-    /// beyond it a new connection gets 503. Default 10,000.
+    /// Connections open at once, over all loops, counting handshakes and
+    /// closed connections whose socket is still draining; beyond it a new
+    /// connection gets 503. Default 10,000.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = n;
         self
@@ -254,29 +255,32 @@ impl Server {
     }
 
     /// Runs the loops, the first on this thread, each with a handler from
-    /// `new_handler`, until [`StopHandle::stop`]. Returns the first loop
-    /// error (from `epoll` itself; connection errors only close their
-    /// connection).
+    /// `new_handler`, until [`StopHandle::stop`], or until one loop fails
+    /// or its handler panics, which stops the others too. Returns the
+    /// first loop error (from `epoll` itself; connection errors only close
+    /// their connection).
     pub fn run<H, F>(self, new_handler: F) -> io::Result<()>
     where
         H: Handler,
         F: Fn() -> H + Sync,
     {
         let shared = self.shared;
-        let new_handler = &new_handler;
+        // The server is all its loops: when one ends, by error or panic,
+        // the others stop too, rather than serve on with a share of the
+        // port dead (or, after a panic on this thread, keep `run` from
+        // ever returning).
+        let run_loop = |parts| {
+            let _stop_all = StopOnExit(StopHandle(shared.clone()));
+            driver::Loop::new(parts, shared.clone(), new_handler()).run()
+        };
+        let run_loop = &run_loop;
         let mut loops = self.loops.into_iter();
         let first = loops.next().expect("at least one loop");
         std::thread::scope(|scope| {
             let others: Vec<_> = loops
-                .map(|parts| {
-                    let shared = shared.clone();
-                    scope.spawn(move || driver::Loop::new(parts, shared, new_handler()).run())
-                })
+                .map(|parts| scope.spawn(move || run_loop(parts)))
                 .collect();
-            let mut result = driver::Loop::new(first, shared.clone(), new_handler()).run();
-            if result.is_err() {
-                StopHandle(shared.clone()).stop();
-            }
+            let mut result = run_loop(first);
             for handle in others {
                 let r = handle
                     .join()
@@ -299,6 +303,15 @@ impl StopHandle {
         for waker in &self.0.wakers {
             let _ = waker.wake();
         }
+    }
+}
+
+/// Stops the server when dropped; see [`Server::run`].
+struct StopOnExit(StopHandle);
+
+impl Drop for StopOnExit {
+    fn drop(&mut self) {
+        self.0.stop();
     }
 }
 
