@@ -1,6 +1,6 @@
 //! One thread's loop: wait for readiness, accept, read, call back, write.
 
-use std::io::{self, IoSlice, Write};
+use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -16,7 +16,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conns::{Conn, Connections, Entry, Phase, Rare, Slots};
 use super::timers::Timers;
 use super::{ConnId, Handler, Shared};
-use crate::socket::frame_rest;
+use crate::socket::{frame_rest, with_transmit_slices};
 
 const LISTENER: Token = Token(usize::MAX);
 const WAKER: Token = Token(usize::MAX - 1);
@@ -685,18 +685,7 @@ fn write_raw(mut tcp: &TcpStream, out: &mut Bytes) -> io::Result<bool> {
 /// full (its writable edge brings the loop back).
 fn write_transmits(mut tcp: &TcpStream, core: &mut Connection) -> io::Result<()> {
     while core.has_transmits() {
-        // One frame, the usual case: a two-slot array, as the tokio socket
-        // does (filling 64 slots costs more than the rest of the write).
-        let r = if core.transmit_count() == 1 {
-            let mut slices = [IoSlice::new(&[]); 2];
-            let n = core.transmit_slices(&mut slices);
-            tcp.write_vectored(&slices[..n])
-        } else {
-            let mut slices = [IoSlice::new(&[]); 64];
-            let n = core.transmit_slices(&mut slices);
-            tcp.write_vectored(&slices[..n])
-        };
-        match r {
+        match with_transmit_slices(core, |slices| tcp.write_vectored(slices)) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => core.advance_transmit(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
