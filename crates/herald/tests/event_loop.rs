@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{
-    LoopServer, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, RawFrame, SAMPLE_KEY, masked_frame,
-    raw_client, read_frame, within,
+    LoopServer, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, PING_INTERVAL, RawFrame, SAMPLE_KEY,
+    keepalive_config, masked_frame, raw_client, read_frame, within,
 };
 use herald::event_loop::{Builder, Conn, ConnId, Handler, SendStatus, Server};
 use herald::{
@@ -1098,16 +1098,6 @@ async fn abrupt_disconnect_is_reported_1006() {
 }
 
 // ----- 6. keepalive ------------------------------------------------------------
-
-const PING_INTERVAL: Duration = Duration::from_millis(200);
-const PONG_TIMEOUT: Duration = Duration::from_millis(300);
-
-fn keepalive_config() -> Config {
-    let protocol = herald_proto::Config::default()
-        .ping_interval(Some(PING_INTERVAL))
-        .pong_timeout(PONG_TIMEOUT);
-    Config::default().protocol(protocol)
-}
 
 #[tokio::test]
 async fn peer_that_never_answers_pings_gets_1011_and_is_reported_1006() {

@@ -7,20 +7,13 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, masked_frame, raw_client, read_frame, within};
-use herald::{Acceptor, Client, CloseCode, Config, Message};
+use common::{
+    OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, PING_INTERVAL, PONG_TIMEOUT, keepalive_config,
+    masked_frame, raw_client, read_frame, within,
+};
+use herald::{Acceptor, Client, CloseCode, Message};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-
-const PING_INTERVAL: Duration = Duration::from_millis(200);
-const PONG_TIMEOUT: Duration = Duration::from_millis(300);
-
-fn keepalive_config() -> Config {
-    let protocol = herald_proto::Config::default()
-        .ping_interval(Some(PING_INTERVAL))
-        .pong_timeout(PONG_TIMEOUT);
-    Config::default().protocol(protocol)
-}
 
 /// What the server saw: how `recv` ended, `close_frame`, and when.
 type Outcome = (Option<String>, Option<herald::CloseFrame>, Duration);

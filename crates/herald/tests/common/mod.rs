@@ -957,6 +957,20 @@ pub const OP_CLOSE: u8 = 0x8;
 pub const OP_PING: u8 = 0x9;
 pub const OP_PONG: u8 = 0xa;
 
+// ----- keepalive -------------------------------------------------------------
+
+/// The keepalive tests' server timers: short, so a test sees several.
+pub const PING_INTERVAL: Duration = Duration::from_millis(200);
+pub const PONG_TIMEOUT: Duration = Duration::from_millis(300);
+
+/// A server config with [`PING_INTERVAL`] and [`PONG_TIMEOUT`].
+pub fn keepalive_config() -> Config {
+    let protocol = herald::ProtocolConfig::default()
+        .ping_interval(Some(PING_INTERVAL))
+        .pong_timeout(PONG_TIMEOUT);
+    Config::default().protocol(protocol)
+}
+
 /// The interop matrix against one peer: every test of `herald_server` and
 /// `herald_client`, declared once for all peers.
 #[macro_export]
