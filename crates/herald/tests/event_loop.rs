@@ -905,6 +905,82 @@ async fn max_connections_1_gives_the_second_503_and_keeps_the_first() {
     server.stop().await.unwrap();
 }
 
+/// A connection whose request has not arrived is still the kernel's
+/// (`TCP_DEFER_ACCEPT`): it takes no place. The kernel hands it over
+/// anyway after about a second, so an attempt that took longer than half
+/// of that proves nothing and is retried.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn with_defer_accept_a_silent_connection_takes_no_place() {
+    for attempt in 1..=5 {
+        let builder = Server::builder(Config::default()).max_connections(1);
+        let (mut server, mut seen) = echo_server(builder);
+        let silent = within("connect", TcpStream::connect(server.addr))
+            .await
+            .unwrap();
+        let start = Instant::now();
+        match within("connect", Client::new(server.url()).connect()).await {
+            Ok((mut ws, _)) => {
+                seen.open().await;
+                echo(&mut ws, Message::text("in")).await;
+                close(&mut ws, CloseCode::NORMAL).await;
+                drop(silent);
+                server.stop().await.unwrap();
+                return;
+            }
+            Err(e) if start.elapsed() > Duration::from_millis(500) => {
+                eprintln!("attempt {attempt} too slow to tell ({e})");
+                drop(silent);
+                server.stop().await.unwrap();
+            }
+            Err(e) => panic!("a silent connection took the only place: {e}"),
+        }
+    }
+    panic!("every attempt too slow to tell");
+}
+
+/// Once both Close frames are through, the server lets go of the socket at
+/// once: it does not wait for the peer's end of stream, so a peer that
+/// keeps its socket open does not keep a place (`max_connections`) either.
+#[tokio::test]
+async fn after_a_clean_close_the_place_is_free_before_the_peer_closes() {
+    let builder = Server::builder(Config::default()).max_connections(1);
+    let (mut server, mut seen) = echo_server(builder);
+
+    // The client closes.
+    let mut tcp = raw_client(server.addr).await;
+    let id = seen.open().await;
+    tcp.write_all(&masked_frame(OP_CLOSE, &close_payload(1000, "")))
+        .await
+        .unwrap();
+    let (code, _) = close_of(&next_frame(&mut tcp, "the Close reply").await);
+    assert_eq!(code, 1000);
+    assert_eof(&mut tcp).await;
+    assert_eq!(seen.closed().await.0, id);
+
+    // The server closes; `tcp` stays open throughout.
+    let mut second = raw_client(server.addr).await;
+    let id = seen.open().await;
+    second
+        .write_all(&masked_frame(OP_TEXT, b"close me"))
+        .await
+        .unwrap();
+    let frame = next_frame(&mut second, "the server's Close").await;
+    assert_eq!(close_of(&frame).0, 1001);
+    second
+        .write_all(&masked_frame(OP_CLOSE, &close_payload(1001, "")))
+        .await
+        .unwrap();
+    assert_eof(&mut second).await;
+    assert_eq!(seen.closed().await.0, id);
+
+    let mut third = connect(&server).await;
+    echo(&mut third, Message::text("my turn")).await;
+    close(&mut third, CloseCode::NORMAL).await;
+    drop((tcp, second));
+    server.stop().await.unwrap();
+}
+
 // ----- 4. protocol errors ------------------------------------------------------
 
 /// After a valid handshake, sends `bytes` and returns the Close the client

@@ -28,7 +28,9 @@ pub(super) enum Phase {
     /// too or `Entry::deadline` passes. Closing only after the peer has, so
     /// that unread input does not make the kernel answer with a reset that
     /// can destroy our last frame before the peer reads it (RFC 6455 7.1.1
-    /// has the server close first, and this is that, done gently).
+    /// has the server close first, and this is that, done gently). After
+    /// a clean close handshake there is no such input, and the connection
+    /// is closed without this wait.
     Draining,
 }
 
@@ -66,6 +68,8 @@ pub(super) struct Rare {
     pub(super) protocol: Option<Box<str>>,
     /// Why the connection closed, for [`Handler::on_close`](super::Handler::on_close).
     pub(super) close_frame: Option<CloseFrame>,
+    /// The peer's Close frame came in: it will send nothing more.
+    pub(super) close_received: bool,
 }
 
 impl Entry {

@@ -30,9 +30,16 @@ const BLOCK: usize = 64 << 10;
 const HANDSHAKE_READ: usize = 1024;
 
 /// A listening socket for `addr`: non-blocking, `TCP_NODELAY` (inherited by
-/// accepted sockets on Linux), and `SO_REUSEPORT` when several loops share
-/// the port.
-pub(super) fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Result<TcpListener> {
+/// accepted sockets on Linux), `SO_REUSEPORT` when several loops share the
+/// port, and `TCP_DEFER_ACCEPT` if asked (see [`Builder::defer_accept`]).
+///
+/// [`Builder::defer_accept`]: super::Builder::defer_accept
+pub(super) fn listen(
+    addr: SocketAddr,
+    reuse_port: bool,
+    backlog: i32,
+    defer_accept: bool,
+) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
@@ -40,10 +47,43 @@ pub(super) fn listen(addr: SocketAddr, reuse_port: bool, backlog: i32) -> io::Re
         socket.set_reuse_port(true)?;
     }
     socket.set_tcp_nodelay(true)?;
+    #[cfg(target_os = "linux")]
+    if defer_accept {
+        // Seconds; the kernel rounds up to its SYN-ACK retransmissions.
+        set_int_option(&socket, libc::IPPROTO_TCP, libc::TCP_DEFER_ACCEPT, 1)?;
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = defer_accept;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(TcpListener::from_std(socket.into()))
+}
+
+/// `setsockopt` for an `int` option that socket2 does not name.
+#[cfg(target_os = "linux")]
+fn set_int_option(
+    socket: &socket2::Socket,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid descriptor, and a pointer to an `int` with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            level,
+            name,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// A loop's `epoll` instance and listener, made at bind time so that a
@@ -124,7 +164,11 @@ impl<H: Handler> Loop<H> {
                     WAKER => {}
                     Token(index) => {
                         let end = event.is_read_closed() || event.is_error();
-                        self.ready(index as u32, end);
+                        // A writable-only edge (the first one after
+                        // registering, or a drained send buffer) has no
+                        // input behind it: the `recv` would only say so.
+                        let readable = end || event.is_readable();
+                        self.ready(index as u32, readable, end);
                     }
                 }
             }
@@ -204,18 +248,26 @@ impl<H: Handler> Loop<H> {
                 })),
             });
             self.rearm(index);
+            if self.shared.defer_accept {
+                // The request is in already: answer it now. The event that
+                // registering queued finds nothing left to read.
+                self.ready(index, true, false);
+            }
         }
     }
 
-    /// A readiness event for connection `index`; `end`: it says the peer
-    /// has closed its side or the connection failed.
-    fn ready(&mut self, index: u32, end: bool) {
+    /// A readiness event for connection `index`; `readable`: it has input
+    /// to read; `end`: it says the peer has closed its side or the
+    /// connection failed.
+    fn ready(&mut self, index: u32, readable: bool, end: bool) {
         if self.conns.entry(index).is_none() {
             // Closed earlier in this batch of events.
             return;
         }
         self.conns.current = index;
-        self.read(index, end);
+        if readable {
+            self.read(index, end);
+        }
         self.after(index);
         self.conns.current = NONE;
     }
@@ -362,7 +414,11 @@ impl<H: Handler> Loop<H> {
                 Event::Fragment(f) => self.handler.on_fragment(conn, f),
                 Event::Closed(frame) => {
                     if let Some(entry) = self.conns.entry(index) {
-                        entry.rare().close_frame = Some(frame);
+                        let rare = entry.rare();
+                        // The core reports 1006 when it closes without the
+                        // peer's Close frame; a peer never sends that code.
+                        rare.close_received = frame.code != CloseCode::ABNORMAL;
+                        rare.close_frame = Some(frame);
                     }
                 }
                 // The core has queued the Pong; keepalive saw the Pong.
@@ -482,6 +538,7 @@ impl<H: Handler> Loop<H> {
         let Some(entry) = self.conns.entry(index) else {
             return;
         };
+        let clean = entry.rare.as_ref().is_some_and(|r| r.close_received);
         let done = match &entry.phase {
             Phase::Open(core) if core.state() == State::Closed => {
                 let done = !core.has_transmits() && !entry.has_out();
@@ -495,6 +552,14 @@ impl<H: Handler> Loop<H> {
             Phase::Refused => !entry.has_out(),
             _ => false,
         };
+        if done && clean && entry.buf.is_empty() {
+            // Both Close frames are through and nothing is unread, so the
+            // peer has nothing more to send: close now. The kernel still
+            // delivers our last bytes, then the FIN; waiting for the
+            // peer's FIN would cost a wakeup and a `recv` per connection.
+            self.remove(index);
+            return;
+        }
         if done {
             let _ = entry.tcp.shutdown(Shutdown::Write);
             entry.buf = BytesMut::new();
@@ -684,8 +749,19 @@ fn write_raw(mut tcp: &TcpStream, out: &mut Bytes) -> io::Result<bool> {
 /// Writes queued frames, several per `writev`, until done or the socket is
 /// full (its writable edge brings the loop back).
 fn write_transmits(mut tcp: &TcpStream, core: &mut Connection) -> io::Result<()> {
+    // After the Close nothing more is sent, and the FIN follows at once
+    // (`settle`): hold these bytes back (Linux's MSG_MORE) so that the FIN
+    // leaves with them in one segment, one packet fewer per connection.
+    let last = core.state() == State::Closed;
     while core.has_transmits() {
-        match with_transmit_slices(core, |slices| tcp.write_vectored(slices)) {
+        let written = with_transmit_slices(core, |slices| {
+            if last {
+                socket2::SockRef::from(tcp).send_vectored_with_flags(slices, LAST_FLAGS)
+            } else {
+                tcp.write_vectored(slices)
+            }
+        });
+        match written {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => core.advance_transmit(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -695,3 +771,9 @@ fn write_transmits(mut tcp: &TcpStream, core: &mut Connection) -> io::Result<()>
     }
     Ok(())
 }
+
+/// `send` flags for a connection's last bytes.
+#[cfg(target_os = "linux")]
+const LAST_FLAGS: libc::c_int = libc::MSG_MORE | libc::MSG_NOSIGNAL;
+#[cfg(not(target_os = "linux"))]
+const LAST_FLAGS: libc::c_int = 0;
