@@ -493,8 +493,12 @@ def herald_rows(servers):
     return [(sv.key, sv.label) for sv in servers if sv.key in HERALD_KEYS]
 
 
-def ratio_row(cells, higher_better, key="herald"):
-    """herald / best peer, from medians."""
+def ratio_row(cells, higher_better, key="herald", same_round=None):
+    """herald / best peer (the best by median). With `same_round(key, peer)`
+    giving one ratio per round in which both ran (back to back), the
+    median of those with their min-max: the machine's speed shifts between
+    rounds, and a ratio within a round is immune to that. Otherwise, from
+    medians."""
     h = cells.get(key)
     peers = {k: v for k, v in cells.items() if not k.startswith("herald") and v is not None}
     if not h or not peers:
@@ -504,6 +508,10 @@ def ratio_row(cells, higher_better, key="herald"):
     best = peers[best_key]["median"]
     if not best:
         return "n/a", None
+    rs = same_round(key, best_key) if same_round else []
+    if len(rs) > 1:
+        r = statistics.median(rs)
+        return f"{r:.2f}x [{min(rs):.2f}-{max(rs):.2f}] vs {best_key}", r
     r = h["median"] / best
     return f"{r:.2f}x vs {best_key}", r
 
@@ -515,14 +523,22 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
     for r in runs:
         by.setdefault((r["server"], r["scenario"]), []).append(r)
 
+    def dig(out, path):
+        for p in path:
+            out = out.get(p) if isinstance(out, dict) else None
+        return out if isinstance(out, (int, float)) else None
+
     def stat(server, sc_id, path):
-        vals = []
-        for r in by.get((server, sc_id), []):
-            v = r["out"]
-            for p in path:
-                v = v.get(p) if isinstance(v, dict) else None
-            vals.append(v)
-        return summary(vals)
+        return summary([dig(r["out"], path) for r in by.get((server, sc_id), [])])
+
+    def same_round(sc_id, path):
+        """Per-round ratios of `path` between two servers (see ratio_row)."""
+        def ratios(key, peer):
+            mine = {r["round"]: dig(r["out"], path) for r in by.get((key, sc_id), [])}
+            theirs = {r["round"]: dig(r["out"], path) for r in by.get((peer, sc_id), [])}
+            return [mine[n] / theirs[n] for n in mine
+                    if mine[n] is not None and theirs.get(n)]
+        return ratios
 
     L = []
     L.append(f"# herald vs peers: {mach['date'][:10]}")
@@ -531,7 +547,9 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
              f"{opts.duration} s measured after {opts.warmup} s warm-up per run, "
              f"servers pinned to CPU {SERVER_CPU} and `herald bench` to CPU {CLIENT_CPU}, both at nice {opts.nice}; "
              f"whole run {elapsed / 60:.1f} min. Cells: median [min-max] over rounds. "
-             "Ratios are herald / best peer, from medians (> 1 is better for rates, < 1 for costs).")
+             "Ratios are herald / best peer (> 1 is better for rates, < 1 for costs): for timed "
+             "metrics the median [min-max] of the ratios within each round, where the two ran "
+             "back to back; for counts, from medians.")
     L.append("")
     L.append("## Machine")
     L.append("")
@@ -564,7 +582,8 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
         for sv in servers:
             L.append("| " + " | ".join([sv.label] + [cell(cols[s["id"]].get(sv.key), "n") if sv.supports(s) else "n/a (no deflate)" for s in echo]) + " |")
         for key, label in herald_rows(servers):
-            ratio_cells = [ratio_row(cols[s["id"]], True, key)[0] for s in echo]
+            ratio_cells = [ratio_row(cols[s["id"]], True, key,
+                                     same_round(s["id"], ["messages_per_sec"]))[0] for s in echo]
             L.append(f"| **{label} / best peer** | " + " | ".join(f"**{c}**" for c in ratio_cells) + " |")
         if any((TCP_ECHO.key, s["id"]) in by for s in echo):
             L.append("| " + " | ".join([TCP_ECHO.label] + [cell(stat(TCP_ECHO.key, s["id"], ["messages_per_sec"]), "n") if (TCP_ECHO.key, s["id"]) in by else "" for s in echo]) + " |")
@@ -606,7 +625,7 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
         for sv in servers:
             L.append("| " + " | ".join([sv.label] + [cell(cpu_cols[s["id"]].get(sv.key), "us") for s in echo]) + " |")
         for key, label in herald_rows(servers):
-            L.append(f"| **{label} / best peer** | " + " | ".join(f"**{ratio_row(cpu_cols[s['id']], False, key)[0]}**" for s in echo) + " |")
+            L.append(f"| **{label} / best peer** | " + " | ".join(f"**{ratio_row(cpu_cols[s['id']], False, key, same_round(s['id'], ['server_cpu', 'us_per_message']))[0]}**" for s in echo) + " |")
         L.append("")
         L.append("Round-trip time p50 / p99, µs (median over rounds):")
         L.append("")
@@ -716,7 +735,9 @@ def write_report(results_dir, opts, mach, mach_end, runs, counts, criterion, ela
         for key, label in herald_rows(servers):
             row = [f"**{label} / best peer**"]
             for (sc_id, path, kind, hb), c in zip(cols, per_col):
-                row.append("" if kind == "lat" else f"**{ratio_row(c, hb, key)[0]}**")
+                # Timed columns pair rounds; idle RSS is a count, by medians.
+                paired = same_round(sc_id, path) if kind != "bytes" else None
+                row.append("" if kind == "lat" else f"**{ratio_row(c, hb, key, paired)[0]}**")
             L.append("| " + " | ".join(row) + " |")
         L.append("")
         L.append("Issue 4's targets: idle memory <= 1 KiB per connection; server CPU per "
