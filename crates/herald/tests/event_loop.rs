@@ -346,6 +346,24 @@ async fn assert_eof(tcp: &mut TcpStream) {
     assert!(next.is_none(), "a frame instead of EOF: {next:?}");
 }
 
+/// Sends a Close with `code` and `reason` on a raw connection, checks that
+/// the server echoes the code and then ends the stream, and returns what
+/// `on_close` reported.
+async fn close_from_client(
+    tcp: &mut TcpStream,
+    seen: &mut Events,
+    code: u16,
+    reason: &str,
+) -> (ConnId, CloseFrame) {
+    tcp.write_all(&masked_frame(OP_CLOSE, &close_payload(code, reason)))
+        .await
+        .unwrap();
+    let (echoed, _) = close_of(&next_frame(tcp, "the Close reply").await);
+    assert_eq!(echoed, code);
+    assert_eof(tcp).await;
+    seen.closed().await
+}
+
 fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     let mut payload = code.to_be_bytes().to_vec();
     payload.extend_from_slice(reason.as_bytes());
@@ -950,13 +968,8 @@ async fn after_a_clean_close_the_place_is_free_before_the_peer_closes() {
     // The client closes.
     let mut tcp = raw_client(server.addr).await;
     let id = seen.open().await;
-    tcp.write_all(&masked_frame(OP_CLOSE, &close_payload(1000, "")))
-        .await
-        .unwrap();
-    let (code, _) = close_of(&next_frame(&mut tcp, "the Close reply").await);
-    assert_eq!(code, 1000);
-    assert_eof(&mut tcp).await;
-    assert_eq!(seen.closed().await.0, id);
+    let reported = close_from_client(&mut tcp, &mut seen, 1000, "").await;
+    assert_eq!(reported, (id, CloseFrame::new(CloseCode::NORMAL, "")));
 
     // The server closes; `tcp` stays open throughout.
     let mut second = raw_client(server.addr).await;
@@ -1051,16 +1064,8 @@ async fn client_close_1000_is_echoed_reported_and_followed_by_eof() {
 
     let mut tcp = raw_client(server.addr).await;
     let id = seen.open().await;
-    tcp.write_all(&masked_frame(OP_CLOSE, &close_payload(1000, "bye")))
-        .await
-        .unwrap();
-    let (code, _) = close_of(&next_frame(&mut tcp, "the Close reply").await);
-    assert_eq!(code, 1000);
-    assert_eof(&mut tcp).await;
-    assert_eq!(
-        seen.closed().await,
-        (id, CloseFrame::new(CloseCode::NORMAL, "bye"))
-    );
+    let reported = close_from_client(&mut tcp, &mut seen, 1000, "bye").await;
+    assert_eq!(reported, (id, CloseFrame::new(CloseCode::NORMAL, "bye")));
     drop(tcp);
 
     // The same with herald's client.
