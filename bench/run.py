@@ -160,6 +160,9 @@ class Running:
         self.proc = subprocess.Popen(
             [str(c) for c in cmd], stdout=self.log, stderr=self.log, cwd=BENCH,
             start_new_session=True,
+            # `stop` sends SIGINT; a shell starts background jobs with it
+            # ignored, and a server without a handler would inherit that.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         deadline = time.time() + (60 if wrapper else 20)
         while True:

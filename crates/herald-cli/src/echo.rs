@@ -106,6 +106,16 @@ fn run_event_loop(args: &Args, config: Config) -> Result<ExitCode, BoxError> {
         }
     }
 
+    // No signal thread (a second thread makes glibc's `recv` and `writev`
+    // dearer): Ctrl-C and SIGTERM end the process by their default action.
+    // Restore it, since a shell starts background jobs with SIGINT ignored
+    // and that would be inherited.
+    // SAFETY: setting a signal's disposition to its default is sound at any
+    // time; no handler of ours is involved.
+    unsafe {
+        libc::signal(libc::SIGINT, libc::SIG_DFL);
+        libc::signal(libc::SIGTERM, libc::SIG_DFL);
+    }
     let server = Server::builder(config)
         .threads(args.threads)
         .max_connections(args.max_connections)
