@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{
     LoopServer, OP_BINARY, OP_CLOSE, OP_PING, OP_TEXT, PING_INTERVAL, RawFrame, SAMPLE_KEY,
-    keepalive_config, masked_frame, raw_client, read_frame, within,
+    keepalive_config, masked_frame, raw_client, read_frame, split_response, within,
 };
 use herald::event_loop::{Builder, Conn, ConnId, Handler, SendStatus, Server};
 use herald::{
@@ -287,12 +287,7 @@ async fn read_to_end(tcp: &mut TcpStream) -> String {
 /// Splits an HTTP response into status line, header lines and body, and
 /// checks that the body is one line with the right `Content-Length`.
 fn parse_refusal(response: &str) -> (&str, Vec<&str>, &str) {
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no end of head: {response:?}"));
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap();
-    let headers: Vec<&str> = lines.collect();
+    let (status, headers, body) = split_response(response);
     assert!(
         body.len() > 1 && body.ends_with('\n') && !body[..body.len() - 1].contains(['\n', '\r']),
         "the reason is not one line: {body:?}"

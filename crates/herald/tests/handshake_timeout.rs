@@ -52,16 +52,6 @@ async fn read_to_end(tcp: &mut TcpStream) -> String {
     String::from_utf8(out).unwrap()
 }
 
-/// Splits a response into status line, header lines and body.
-fn parse(response: &str) -> (&str, Vec<&str>, &str) {
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no head end: {response:?}"));
-    let mut lines = head.split("\r\n");
-    let status = lines.next().unwrap();
-    (status, lines.collect(), body)
-}
-
 /// Sends `request` and checks the answer: `status_line`, `headers` among
 /// the header lines, and a body of exactly one line.
 async fn rejected(request: &str, status_line: &str, headers: &[&str]) -> Error {
@@ -69,7 +59,7 @@ async fn rejected(request: &str, status_line: &str, headers: &[&str]) -> Error {
     let mut tcp = TcpStream::connect(addr).await.unwrap();
     tcp.write_all(request.as_bytes()).await.unwrap();
     let response = read_to_end(&mut tcp).await;
-    let (status, lines, body) = parse(&response);
+    let (status, lines, body) = common::split_response(&response);
     assert_eq!(status, status_line, "{response}");
     for h in headers {
         assert!(lines.contains(h), "no `{h}` in {response:?}");
@@ -201,7 +191,7 @@ async fn hook_rejection_gets_its_status_and_reason() {
         .await
         .unwrap();
     let response = read_to_end(&mut tcp).await;
-    let (status, _, body) = parse(&response);
+    let (status, _, body) = common::split_response(&response);
     assert_eq!(status, "HTTP/1.1 403 Forbidden");
     assert_eq!(body, "origin not allowed\n");
     let (error, _) = within("the server's accept", server).await.unwrap();

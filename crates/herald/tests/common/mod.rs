@@ -878,6 +878,16 @@ pub fn handshake_request() -> String {
     )
 }
 
+/// Splits an HTTP response into its status line, header lines and body.
+pub fn split_response(response: &str) -> (&str, Vec<&str>, &str) {
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of head: {response:?}"));
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap();
+    (status, lines.collect(), body)
+}
+
 /// Connects to `addr` and completes the opening handshake by hand.
 pub async fn raw_client(addr: SocketAddr) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
