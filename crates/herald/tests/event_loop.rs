@@ -182,6 +182,12 @@ impl Handler for Echo {
             }
             return;
         }
+        if message == Message::text("compressed?") {
+            let answer = Message::text(conn.is_compressed().to_string());
+            let status = conn.send(answer);
+            let _ = self.seen.send(Seen::Status(id, status));
+            return;
+        }
         if message == Message::text("block the loop") {
             let _ = self.seen.send(Seen::Blocking);
             std::thread::sleep(BLOCK);
@@ -231,6 +237,23 @@ async fn echo(ws: &mut Ws, msg: Message) {
         MessageSummary::from(&got),
         MessageSummary::from(&msg)
     );
+}
+
+/// Asks the handler what `Conn::is_compressed` says (the `compressed?`
+/// message), and checks its answer.
+async fn assert_compressed(ws: &mut Ws, seen: &mut Events, expected: bool) {
+    within("send", ws.send(Message::text("compressed?")))
+        .await
+        .unwrap();
+    let answer = within("the answer", ws.recv()).await.unwrap().unwrap();
+    assert_eq!(answer, Message::text(expected.to_string()));
+    let status = seen
+        .until("its send status", |s| match s {
+            Seen::Status(_, status) => Some(status),
+            _ => None,
+        })
+        .await;
+    assert_eq!(status, SendStatus::Sent);
 }
 
 /// Closes with `code` and checks the server's reply.
@@ -372,6 +395,7 @@ async fn echoes_text_and_binary_from_0_bytes_to_1_mib() {
     let (mut server, mut seen) = echo_server(Server::builder(Config::default()));
     let mut ws = connect(&server).await;
     let id = seen.open().await;
+    assert_compressed(&mut ws, &mut seen, false).await;
     for msg in sized_messages() {
         echo(&mut ws, msg.clone()).await;
         let got = seen
@@ -460,6 +484,7 @@ async fn deflate_is_negotiated_and_echoes() {
     assert!(response.deflate().is_some(), "permessage-deflate declined");
     assert!(ws.is_compressed());
     seen.open().await;
+    assert_compressed(&mut ws, &mut seen, true).await;
     for msg in sized_messages() {
         echo(&mut ws, msg).await;
     }

@@ -288,6 +288,16 @@ impl Conn<'_> {
             .is_some_and(|c| c.state() == State::Open)
     }
 
+    /// Whether permessage-deflate was negotiated for this connection.
+    pub fn is_compressed(&self) -> bool {
+        let entry = self
+            .conns
+            .slots
+            .get(self.index)
+            .and_then(|s| s.entry.as_ref());
+        matches!(entry.map(|e| &e.phase), Some(Phase::Open(core)) if core.is_compressed())
+    }
+
     /// The subprotocol the handshake selected.
     pub fn protocol(&self) -> Option<&str> {
         let entry = self.conns.slots.get(self.index)?.entry.as_ref()?;

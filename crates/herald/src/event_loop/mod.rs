@@ -58,9 +58,13 @@
 //! - **Limits** are those of [`Config`], plus [`Builder::max_connections`]
 //!   (503 beyond it). A handshake that does not finish in
 //!   [`Config::handshake_timeout`] gets 408.
-//! - **Closing**: after the last frame is written the server shuts down
-//!   its side and waits for the client to close (at most the protocol's
-//!   `close_timeout`), so the client reads that frame rather than a reset.
+//! - **Closing**: after a clean close handshake (both Close frames through,
+//!   nothing unread) the socket is closed at once: the peer has nothing
+//!   more to send, and the kernel still delivers our Close, then the FIN.
+//!   Every other ending (a protocol error, a timeout, a refusal) shuts our
+//!   side down and waits for the client to close (at most the protocol's
+//!   `close_timeout`), so unread input cannot turn the last frame into a
+//!   reset.
 //!   [`StopHandle::stop`] sends every client Close 1001 and returns from
 //!   [`Server::run`] once they are gone or the close timeout has passed.
 //! - **Not here**: TLS (`wss://`; use [`Acceptor`] over
