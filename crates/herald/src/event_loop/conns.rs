@@ -170,6 +170,10 @@ pub(super) struct Connections {
 }
 
 impl Connections {
+    fn entry_ref(&self, index: u32) -> Option<&Entry> {
+        self.slots.get(index)?.entry.as_ref()
+    }
+
     pub(super) fn entry(&mut self, index: u32) -> Option<&mut Entry> {
         self.slots.get_mut(index)?.entry.as_mut()
     }
@@ -290,28 +294,19 @@ impl Conn<'_> {
 
     /// Whether permessage-deflate was negotiated for this connection.
     pub fn is_compressed(&self) -> bool {
-        let entry = self
-            .conns
-            .slots
-            .get(self.index)
-            .and_then(|s| s.entry.as_ref());
+        let entry = self.conns.entry_ref(self.index);
         matches!(entry.map(|e| &e.phase), Some(Phase::Open(core)) if core.is_compressed())
     }
 
     /// The subprotocol the handshake selected.
     pub fn protocol(&self) -> Option<&str> {
-        let entry = self.conns.slots.get(self.index)?.entry.as_ref()?;
+        let entry = self.conns.entry_ref(self.index)?;
         entry.rare.as_ref()?.protocol.as_deref()
     }
 
     /// The peer's address (a system call: the loop does not keep it).
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match self
-            .conns
-            .slots
-            .get(self.index)
-            .and_then(|s| s.entry.as_ref())
-        {
+        match self.conns.entry_ref(self.index) {
             Some(entry) => entry.tcp.peer_addr(),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
