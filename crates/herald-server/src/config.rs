@@ -29,8 +29,28 @@ pub struct ServerConfig {
     pub allowed_origins: Vec<String>,
     /// Most concurrent WebSocket connections; more are refused with 503.
     pub max_connections: usize,
-    /// Largest message a client may send, in bytes.
+    /// Largest message a client may send, in bytes. Must leave room for a
+    /// `publish` command around `max_publication_size` bytes of data (at
+    /// least 1,024 more).
     pub max_message_size: usize,
+    /// Largest publication `data`, in bytes of JSON, from any source: the
+    /// HTTP API, a client's `publish`, an endpoint. Larger data is refused
+    /// (error 109, HTTP 413).
+    pub max_publication_size: usize,
+    /// Deepest nesting of arrays and objects in publication `data`, from
+    /// any source. Deeper data is refused (error 109, HTTP 400).
+    pub max_publication_depth: usize,
+    /// Largest HTTP API request body, in bytes; larger bodies get 413.
+    pub api_max_body_size: usize,
+    /// How long a channel's epoch and last offset are kept after its last
+    /// subscriber left and its history emptied, so that a client coming
+    /// back within this time recovers (or learns it missed nothing)
+    /// instead of finding a new epoch.
+    #[serde(with = "secs")]
+    pub channel_meta_ttl: Duration,
+    /// Most such idle channels kept; past it, the longest idle are
+    /// forgotten first. Bounds the memory `channel_meta_ttl` costs.
+    pub max_idle_channels: usize,
     /// Commands per second a connection may send (burst: twice that).
     pub max_commands_per_second: u32,
     /// Most channels one connection may subscribe to.
@@ -148,7 +168,12 @@ impl Default for ServerConfig {
             api_key: None,
             allowed_origins: Vec::new(),
             max_connections: 100_000,
-            max_message_size: 64 << 10,
+            max_message_size: 72 << 10,
+            max_publication_size: 64 << 10,
+            max_publication_depth: 64,
+            api_max_body_size: 1 << 20,
+            channel_meta_ttl: Duration::from_secs(24 * 3600),
+            max_idle_channels: 100_000,
             max_commands_per_second: 100,
             max_subscriptions: 128,
             handshake_timeout: Duration::from_secs(10),
@@ -208,6 +233,18 @@ impl ServerConfig {
                 "DEMOS" => self.demos = value.parse().map_err(|_| format!("invalid {key}"))?,
                 _ => {}
             }
+        }
+        Ok(())
+    }
+
+    /// Checks settings that depend on each other; the error names them.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.max_message_size < self.max_publication_size.saturating_add(1024) {
+            return Err(format!(
+                "max_message_size ({}) must be at least max_publication_size ({}) + 1024, \
+                 so that a client can publish what the API can",
+                self.max_message_size, self.max_publication_size
+            ));
         }
         Ok(())
     }

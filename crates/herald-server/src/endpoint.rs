@@ -57,6 +57,7 @@ impl Session {
                 key: None,
                 text: text.into(),
                 reply: true,
+                published: None,
             },
             usize::MAX,
             crate::config::QueuePolicy::DropOldest,

@@ -10,7 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+
+use tokio::time::Instant;
 
 use herald::Utf8Bytes;
 use serde::Serialize;
@@ -20,7 +21,7 @@ use crate::config::{NamespaceConfig, QueuePolicy, ServerConfig};
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::outbox::{Item, Outbox, Pushed};
-use crate::protocol::{self, ClientInfo, ErrorCode, Publication};
+use crate::protocol::{self, ClientInfo, Error, ErrorCode, Publication};
 
 /// A connection as the hub knows it.
 #[derive(Debug)]
@@ -61,6 +62,70 @@ struct Channel {
     top: u64,
     history: VecDeque<(Instant, Publication)>,
     subscribers: HashMap<u64, Arc<Client>>,
+    /// Since when the channel has had neither subscribers nor history:
+    /// its epoch and offset are kept for `channel_meta_ttl` after that.
+    idle_since: Option<Instant>,
+}
+
+impl Channel {
+    fn is_idle(&self) -> bool {
+        self.subscribers.is_empty() && self.history.is_empty()
+    }
+}
+
+/// The channels, and the idle ones in the order they went idle.
+#[derive(Debug, Default)]
+struct Channels {
+    map: HashMap<Arc<str>, Channel>,
+    /// (went idle at, name). An entry is stale when the channel has since
+    /// become active or idle again (its `idle_since` differs); stale
+    /// entries are skipped when met. At most `max_idle_channels` long.
+    idle: VecDeque<(Instant, Arc<str>)>,
+}
+
+impl Channels {
+    /// Notes that `name` is idle as of `now` if it has neither
+    /// subscribers nor history, forgetting the longest-idle channels past
+    /// `max` of them.
+    fn settle(&mut self, name: &str, now: Instant, max: usize) {
+        let Some(ch) = self.map.get_mut(name) else {
+            return;
+        };
+        if !ch.is_idle() {
+            ch.idle_since = None;
+            return;
+        }
+        ch.idle_since = Some(now);
+        self.idle.push_back((now, ch.name.clone()));
+        while self.idle.len() > max {
+            self.forget_front();
+        }
+    }
+
+    /// Pops the oldest idle entry; removes its channel if still idle since
+    /// then.
+    fn forget_front(&mut self) {
+        if let Some((at, name)) = self.idle.pop_front()
+            && self
+                .map
+                .get(&name)
+                .is_some_and(|ch| ch.idle_since == Some(at))
+        {
+            self.map.remove(&name);
+        }
+    }
+}
+
+/// A channel's kept publications, newest last, with its epoch and top
+/// offset: the result of `history`.
+#[derive(Debug, Clone, Serialize)]
+pub struct History {
+    /// The channel's epoch; empty if the channel is unknown.
+    pub epoch: String,
+    /// The channel's last offset.
+    pub offset: u64,
+    /// The kept publications, oldest first.
+    pub publications: Vec<Publication>,
 }
 
 /// Result of a publish.
@@ -90,7 +155,7 @@ struct Subscribed<'a> {
 #[derive(Debug)]
 pub struct Hub {
     config: Arc<ServerConfig>,
-    channels: Mutex<HashMap<Arc<str>, Channel>>,
+    channels: Mutex<Channels>,
     clients: Mutex<HashMap<u64, Arc<Client>>>,
     next_client: AtomicU64,
     metrics: Arc<Metrics>,
@@ -157,6 +222,7 @@ impl Hub {
         let channels = lock(&self.channels);
         let mut seen = std::collections::HashSet::new();
         channels
+            .map
             .iter()
             .filter(|(name, _)| {
                 self.config
@@ -241,15 +307,19 @@ impl Hub {
     }
 
     /// Publishes `data` to `channel`, from a client (`info`) or the server.
+    /// Data over `max_publication_size` or `max_publication_depth` is
+    /// refused (error 109), whoever sends it.
     pub fn publish(
         &self,
         channel: &str,
         data: Box<RawValue>,
         info: Option<&ClientInfo>,
-    ) -> Result<Published, ErrorCode> {
+    ) -> Result<Published, Error> {
         let ns = self.namespace(channel)?;
+        crate::limits::check_data(&data, &self.config)?;
+        let now = Instant::now();
         let mut channels = lock(&self.channels);
-        let ch = Self::channel(&mut channels, channel);
+        let ch = Self::channel(&mut channels.map, channel);
         ch.top += 1;
         let publication = Publication {
             offset: ch.top,
@@ -259,7 +329,6 @@ impl Hub {
         let text = Utf8Bytes::from(protocol::push_publication(channel, &ch.epoch, &publication));
         self.metrics.publication(text.len());
         if ns.history_size > 0 {
-            let now = Instant::now();
             ch.history.push_back((now, publication));
             trim_history(ch, ns, now);
         }
@@ -269,14 +338,18 @@ impl Hub {
                 key: Some(ch.name.clone()),
                 text: text.clone(),
                 reply: false,
+                published: Some(now),
             };
             match sub.outbox.push(item, ns.queue_size, ns.on_full) {
                 Pushed::Queued => {}
                 Pushed::Dropped | Pushed::Replaced => self.metrics.queue_drop(ns.on_full),
+                // Counted once per client, not per publication it misses
+                // while it is being closed (it recovers them).
                 Pushed::Overflow => {
-                    self.metrics.queue_drop(QueuePolicy::Disconnect);
+                    self.metrics.slow_consumer_disconnect();
                     continue;
                 }
+                Pushed::Closing => continue,
             }
             delivered += 1;
         }
@@ -286,8 +359,9 @@ impl Hub {
             epoch: ch.epoch.to_string(),
             delivered,
         };
-        if ch.subscribers.is_empty() && ch.history.is_empty() {
-            channels.remove(channel);
+        if ch.is_idle() {
+            // A new offset: the channel's meta is fresh as of now.
+            channels.settle(channel, now, self.config.max_idle_channels);
         }
         Ok(published)
     }
@@ -303,10 +377,15 @@ impl Hub {
                     top: 0,
                     history: VecDeque::new(),
                     subscribers: HashMap::new(),
+                    idle_since: None,
                 },
             );
         }
-        channels.get_mut(name).expect("inserted above")
+        // Inserted above if it was missing; the map is only changed under
+        // the caller's lock.
+        channels
+            .get_mut(name)
+            .unwrap_or_else(|| unreachable!("channel {name} inserted above"))
     }
 
     /// Subscribes `client` and queues the reply for command `id` (with the
@@ -325,6 +404,7 @@ impl Hub {
             return Err(ErrorCode::PermissionDenied);
         }
         let mut channels = lock(&self.channels);
+        let channels = &mut channels.map;
         let count = lock(&client.channels).len();
         if channels
             .get(channel)
@@ -336,7 +416,7 @@ impl Hub {
             return Err(ErrorCode::LimitExceeded);
         }
         let first_in_namespace = !self.in_namespace(client, channel);
-        let ch = Self::channel(&mut channels, channel);
+        let ch = Self::channel(channels, channel);
         trim_history(ch, ns, Instant::now());
         let (recovered, publications) = if params.recover {
             let (recovered, publications) =
@@ -359,6 +439,7 @@ impl Hub {
                 key: None,
                 text: reply.into(),
                 reply: true,
+                published: None,
             },
             usize::MAX,
             QueuePolicy::DropOldest,
@@ -371,6 +452,7 @@ impl Hub {
             );
         }
         ch.subscribers.insert(client.id, client.clone());
+        ch.idle_since = None;
         lock(&client.channels).push(ch.name.clone());
         self.metrics.subscriptions(1);
         Ok(first_in_namespace)
@@ -391,6 +473,7 @@ impl Hub {
         self.namespace(channel)?;
         let mut channels = lock(&self.channels);
         if !channels
+            .map
             .get(channel)
             .is_some_and(|ch| ch.subscribers.contains_key(&client.id))
         {
@@ -400,8 +483,8 @@ impl Hub {
         Ok(!self.in_namespace(client, channel))
     }
 
-    fn leave(&self, channels: &mut HashMap<Arc<str>, Channel>, channel: &str, client: &Client) {
-        let Some(ch) = channels.get_mut(channel) else {
+    fn leave(&self, channels: &mut Channels, channel: &str, client: &Client) {
+        let Some(ch) = channels.map.get_mut(channel) else {
             return;
         };
         if ch.subscribers.remove(&client.id).is_none() {
@@ -418,8 +501,8 @@ impl Hub {
                 &protocol::push_presence(channel, "leave", &client.info),
             );
         }
-        if ch.subscribers.is_empty() && ch.history.is_empty() {
-            channels.remove(channel);
+        if ch.is_idle() {
+            channels.settle(channel, Instant::now(), self.config.max_idle_channels);
         }
     }
 
@@ -430,9 +513,12 @@ impl Hub {
                 key: None,
                 text: text.clone(),
                 reply: false,
+                published: None,
             };
-            if sub.outbox.push(item, ns.queue_size, ns.on_full) != Pushed::Queued {
-                self.metrics.queue_drop(ns.on_full);
+            match sub.outbox.push(item, ns.queue_size, ns.on_full) {
+                Pushed::Queued | Pushed::Closing => {}
+                Pushed::Dropped | Pushed::Replaced => self.metrics.queue_drop(ns.on_full),
+                Pushed::Overflow => self.metrics.slow_consumer_disconnect(),
             }
         }
     }
@@ -444,6 +530,7 @@ impl Hub {
         }
         let channels = lock(&self.channels);
         Ok(channels
+            .map
             .get(channel)
             .map(|ch| ch.subscribers.values().map(|c| (*c.info).clone()).collect())
             .unwrap_or_default())
@@ -451,31 +538,41 @@ impl Hub {
 
     /// The kept publications of `channel`, newest last, and its epoch and
     /// top offset.
-    pub fn history(
-        &self,
-        channel: &str,
-        limit: Option<usize>,
-    ) -> Result<serde_json::Value, ErrorCode> {
+    /// Rendering it cannot fail: publications are written out as the raw
+    /// JSON they were accepted as, never converted to a `Value`.
+    pub fn history(&self, channel: &str, limit: Option<usize>) -> Result<History, ErrorCode> {
         let ns = self.namespace(channel)?;
         let mut channels = lock(&self.channels);
-        let Some(ch) = channels.get_mut(channel) else {
-            return Ok(serde_json::json!({"epoch": "", "offset": 0, "publications": []}));
+        let Some(ch) = channels.map.get_mut(channel) else {
+            return Ok(History {
+                epoch: String::new(),
+                offset: 0,
+                publications: Vec::new(),
+            });
         };
         trim_history(ch, ns, Instant::now());
         let n = limit.unwrap_or(usize::MAX).min(ch.history.len());
-        let pubs: Vec<&Publication> = ch
+        let publications = ch
             .history
             .iter()
             .skip(ch.history.len() - n)
-            .map(|(_, p)| p)
+            .map(|(_, p)| p.clone())
             .collect();
-        Ok(serde_json::json!({"epoch": &*ch.epoch, "offset": ch.top, "publications": pubs}))
+        Ok(History {
+            epoch: ch.epoch.to_string(),
+            offset: ch.top,
+            publications,
+        })
     }
 
     /// Channels with subscribers or history, with their subscriber counts.
+    /// (Idle channels, kept only for their epoch and offset, are not
+    /// listed.)
     pub fn channels(&self) -> Vec<(String, usize)> {
         let mut list: Vec<(String, usize)> = lock(&self.channels)
+            .map
             .iter()
+            .filter(|(_, ch)| !ch.is_idle())
             .map(|(name, ch)| (name.to_string(), ch.subscribers.len()))
             .collect();
         list.sort();
@@ -505,16 +602,36 @@ impl Hub {
         lock(&self.clients).values().cloned().collect()
     }
 
-    /// Drops channels with neither subscribers nor unexpired history.
+    /// Expires history, and forgets channels idle (neither subscribers nor
+    /// history) for longer than `channel_meta_ttl`.
     pub fn sweep(&self) {
         let now = Instant::now();
         let mut channels = lock(&self.channels);
-        channels.retain(|name, ch| {
+        let mut newly_idle = Vec::new();
+        for (name, ch) in &mut channels.map {
             if let Some((_, ns)) = self.config.namespace_of(name) {
                 trim_history(ch, ns, now);
             }
-            !(ch.subscribers.is_empty() && ch.history.is_empty())
-        });
+            if ch.is_idle() && ch.idle_since.is_none() {
+                newly_idle.push(name.clone());
+            }
+        }
+        for name in newly_idle {
+            channels.settle(&name, now, self.config.max_idle_channels);
+        }
+        let ttl = self.config.channel_meta_ttl;
+        while channels
+            .idle
+            .front()
+            .is_some_and(|(at, _)| now.duration_since(*at) >= ttl)
+        {
+            channels.forget_front();
+        }
+    }
+
+    /// Channels held in memory, idle ones included.
+    pub fn channels_held(&self) -> usize {
+        lock(&self.channels).map.len()
     }
 }
 
@@ -620,10 +737,7 @@ mod tests {
         hub.subscribe(&a, 1, &sub("chat:r", false, None, None))
             .unwrap();
         hub.publish("chat:r", raw("1"), None).unwrap();
-        let epoch = hub.history("chat:r", None).unwrap()["epoch"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let epoch = hub.history("chat:r", None).unwrap().epoch;
         hub.unregister(&a);
         for i in 2..=4 {
             hub.publish("chat:r", raw(&i.to_string()), None).unwrap();

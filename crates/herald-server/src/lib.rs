@@ -37,6 +37,7 @@ mod config;
 mod demo;
 mod endpoint;
 mod hub;
+mod limits;
 mod metrics;
 mod outbox;
 pub mod protocol;
@@ -47,6 +48,6 @@ pub use auth::{Claims, TokenError, sign as sign_token, unix_now, verify as verif
 pub use config::{NamespaceConfig, QueuePolicy, ServerConfig};
 pub use demo::{ARENA, SYMBOLS};
 pub use endpoint::{Endpoint, Session};
-pub use hub::{Hub, Published};
+pub use hub::{History, Hub, Published};
 pub use metrics::Metrics;
 pub use server::{Server, WEBSOCKET_PATH};

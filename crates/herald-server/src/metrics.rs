@@ -4,7 +4,8 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::QueuePolicy;
 
@@ -16,6 +17,14 @@ struct PolicyLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CloseLabel {
+    /// The close code, or "none" when the connection ended without one.
+    code: String,
+    /// Who started the close: "server" or "client".
+    by: &'static str,
 }
 
 /// The server's counters and gauges.
@@ -31,7 +40,12 @@ pub struct Metrics {
     bytes_in: Counter,
     bytes_out: Counter,
     queue_drops: Family<PolicyLabel, Counter>,
+    slow_consumers: Counter,
     handshake_failures: Family<ReasonLabel, Counter>,
+    closes: Family<CloseLabel, Counter>,
+    panics: Counter,
+    accept_errors: Counter,
+    publish_to_write: Histogram,
 }
 
 impl Default for Metrics {
@@ -47,7 +61,13 @@ impl Default for Metrics {
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
             queue_drops: Family::default(),
+            slow_consumers: Counter::default(),
             handshake_failures: Family::default(),
+            closes: Family::default(),
+            panics: Counter::default(),
+            accept_errors: Counter::default(),
+            // 50 us to ~1.6 s, doubling.
+            publish_to_write: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
             registry: Registry::default(),
         };
         registry.register(
@@ -84,8 +104,34 @@ impl Default for Metrics {
         );
         registry.register(
             "queue_drops",
-            "Messages dropped or connections closed because a client's queue was full",
+            "Messages dropped from a full client queue (drop_oldest, latest), per message",
             m.queue_drops.clone(),
+        );
+        registry.register(
+            "slow_consumer_disconnects",
+            "Clients closed because their queue overflowed (policy disconnect), per client",
+            m.slow_consumers.clone(),
+        );
+        registry.register(
+            "closes",
+            "Sessions ended, by close code and by who started the close",
+            m.closes.clone(),
+        );
+        registry.register(
+            "session_panics",
+            "Sessions that panicked (closed with 1011 and cleaned up)",
+            m.panics.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accept() calls (out of file descriptors, mostly)",
+            m.accept_errors.clone(),
+        );
+        registry.register_with_unit(
+            "publish_to_write",
+            "Time from a publication to its write into a subscriber's socket",
+            Unit::Seconds,
+            m.publish_to_write.clone(),
         );
         registry.register(
             "handshake_failures",
@@ -141,6 +187,31 @@ impl Metrics {
         self.queue_drops
             .get_or_create(&PolicyLabel { policy })
             .inc();
+    }
+
+    pub(crate) fn slow_consumer_disconnect(&self) {
+        self.slow_consumers.inc();
+    }
+
+    /// A session ended with `code` (`None`: without a close frame),
+    /// started by the server or not.
+    pub(crate) fn close(&self, code: Option<u16>, by_server: bool) {
+        let code = code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        let by = if by_server { "server" } else { "client" };
+        self.closes.get_or_create(&CloseLabel { code, by }).inc();
+    }
+
+    pub(crate) fn panic(&self) {
+        self.panics.inc();
+    }
+
+    /// A failed `accept`.
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+
+    pub(crate) fn publish_to_write(&self, elapsed: std::time::Duration) {
+        self.publish_to_write.observe(elapsed.as_secs_f64());
     }
 
     pub(crate) fn handshake_failure(&self, reason: &'static str) {

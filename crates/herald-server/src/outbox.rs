@@ -18,6 +18,9 @@ pub(crate) struct Item {
     pub(crate) text: Utf8Bytes,
     /// A reply to a command: never dropped by a policy.
     pub(crate) reply: bool,
+    /// When the publication was made, for the publish-to-write latency;
+    /// `None` for anything else.
+    pub(crate) published: Option<tokio::time::Instant>,
 }
 
 #[derive(Debug, Default)]
@@ -36,8 +39,12 @@ pub(crate) enum Pushed {
     Dropped,
     /// Queued in place of an older message for the same key.
     Replaced,
-    /// Not queued: the connection must be closed as a slow consumer.
+    /// Not queued: the queue just overflowed, and the connection must be
+    /// closed as a slow consumer. Returned once per connection.
     Overflow,
+    /// Not queued: the connection is already being closed as a slow
+    /// consumer.
+    Closing,
 }
 
 /// Drops the oldest item that is not a reply.
@@ -63,7 +70,7 @@ impl Outbox {
     pub(crate) fn push(&self, item: Item, capacity: usize, policy: QueuePolicy) -> Pushed {
         let mut inner = self.lock();
         if inner.overflowed {
-            return Pushed::Overflow;
+            return Pushed::Closing;
         }
         let mut pushed = Pushed::Queued;
         if inner.queue.len() >= capacity.max(1) {
@@ -166,6 +173,7 @@ mod tests {
             key: Some(key.into()),
             text: Utf8Bytes::from_static(text),
             reply: false,
+            published: None,
         }
     }
 
@@ -176,6 +184,7 @@ mod tests {
             key: None,
             text: Utf8Bytes::from_static("reply"),
             reply: true,
+            published: None,
         };
         o.push(reply, usize::MAX, QueuePolicy::DropOldest);
         o.push(item("a", "1"), 2, QueuePolicy::DropOldest);
@@ -221,9 +230,10 @@ mod tests {
             o.push(item("a", "2"), 1, QueuePolicy::Disconnect),
             Pushed::Overflow
         );
+        // Once per connection: the rest are not counted again.
         assert_eq!(
             o.push(item("a", "3"), 1, QueuePolicy::Disconnect),
-            Pushed::Overflow
+            Pushed::Closing
         );
     }
 }

@@ -6,6 +6,8 @@
 //! Server to client: a reply with the command's id (`result` or `error`),
 //! or a push without id: `{"push": {"channel": ..., "pub": {...}}}`.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -51,8 +53,10 @@ impl TryFrom<RawCommand> for Command {
         let mut present = methods.into_iter().flatten();
         match (present.next(), present.next()) {
             (Some(method), None) => Ok(Self { id: raw.id, method }),
-            (None, _) => Err("no method"),
-            (Some(_), Some(_)) => Err("more than one method"),
+            (None, _) => Err(
+                "no method: one of connect, subscribe, unsubscribe, publish, presence, history, ping",
+            ),
+            (Some(_), Some(_)) => Err("more than one method in one command"),
         }
     }
 }
@@ -251,10 +255,78 @@ pub fn reply<T: Serialize>(id: u32, result: &T) -> String {
     serde_json::to_string(&Reply { id, result }).unwrap_or_default()
 }
 
+/// A refusal: a code from the table in docs/protocol.md, and a message that
+/// says what was wrong with the request (never internal detail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Error {
+    /// What kind of failure.
+    pub code: ErrorCode,
+    /// What was wrong, for the client's author.
+    pub message: Cow<'static, str>,
+}
+
+impl Error {
+    /// `code` with a specific `message`.
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<ErrorCode> for Error {
+    fn from(code: ErrorCode) -> Self {
+        Self::new(code, code.message())
+    }
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
 /// Serializes a reply with an error.
-pub fn reply_error(id: u32, code: ErrorCode) -> String {
-    serde_json::json!({"id": id, "error": {"code": code.code(), "message": code.message()}})
-        .to_string()
+pub fn reply_error(id: u32, error: &Error) -> String {
+    #[derive(Serialize)]
+    struct Body<'a> {
+        code: u32,
+        message: &'a str,
+    }
+    #[derive(Serialize)]
+    struct Reply<'a> {
+        id: u32,
+        error: Body<'a>,
+    }
+    serde_json::to_string(&Reply {
+        id,
+        error: Body {
+            code: error.code.code(),
+            message: &error.message,
+        },
+    })
+    .unwrap_or_default()
+}
+
+/// Why a command could not be parsed, in words for the client's author:
+/// serde's account (`unknown field `bogus`, expected one of ...`) without
+/// its line and column, which say nothing in a one-line frame.
+pub fn parse_error_message(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let text = match text.rfind(" at line ") {
+        Some(i) => &text[..i],
+        None => &text,
+    };
+    // A close reason is at most 123 bytes; replies have room, but an
+    // unbounded echo of the input is of no use to anyone.
+    let mut end = text.len().min(200);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("bad request: {}", &text[..end])
 }
 
 /// Serializes a publication push.
@@ -331,8 +403,8 @@ mod tests {
             r#"{"push":{"channel":"q:1","epoch":"ep","pub":{"offset":7,"data":{"x":1}}}}"#
         );
         assert_eq!(
-            reply_error(4, ErrorCode::NotSubscribed),
-            r#"{"error":{"code":106,"message":"not subscribed"},"id":4}"#
+            reply_error(4, &ErrorCode::NotSubscribed.into()),
+            r#"{"id":4,"error":{"code":106,"message":"not subscribed"}}"#
         );
     }
 }

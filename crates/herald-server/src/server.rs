@@ -10,7 +10,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::protocol::{ErrorCode, close};
+use crate::protocol::{Error, ErrorCode, close};
 
 /// Path of the WebSocket endpoint.
 pub const WEBSOCKET_PATH: &str = "/connection/websocket";
@@ -66,11 +66,15 @@ impl Server {
     /// The axum router; mount it in a larger app or serve it with
     /// [`Server::serve`].
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/", get(|| async { Html(crate::demo::INDEX) }))
-            .route("/demo/chat", get(|| async { Html(crate::demo::CHAT) }))
-            .route("/demo/quotes", get(|| async { Html(crate::demo::QUOTES) }))
-            .route("/demo/game", get(|| async { Html(crate::demo::GAME) }))
+        let mut router = Router::new();
+        if self.hub.config().demos {
+            router = router
+                .route("/", get(|| async { Html(crate::demo::INDEX) }))
+                .route("/demo/chat", get(|| async { Html(crate::demo::CHAT) }))
+                .route("/demo/quotes", get(|| async { Html(crate::demo::QUOTES) }))
+                .route("/demo/game", get(|| async { Html(crate::demo::GAME) }));
+        }
+        router
             .route("/herald.js", get(herald_js))
             .route(WEBSOCKET_PATH, get(websocket))
             .route("/health", get(|| async { "ok\n" }))
@@ -254,15 +258,32 @@ async fn websocket(State(server): State<Server>, mut req: Request) -> Response {
             return refusal.into_response();
         }
     };
-    server.connections.fetch_add(1, Ordering::Relaxed);
-    let connections = server.connections.clone();
+    let slot = Slot::take(&server.connections);
     tokio::spawn(async move {
+        // Held to the task's end, however it ends.
+        let _slot = slot;
         if let Ok(ws) = upgrading.await {
             crate::session::run(hub, ws).await;
         }
-        connections.fetch_sub(1, Ordering::Relaxed);
     });
     response.into_response()
+}
+
+/// One place under `max_connections`, given back when dropped: on every
+/// exit of the connection's task, a panic included.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 // ----- the HTTP API ---------------------------------------------------------
@@ -287,14 +308,21 @@ impl ApiError {
 
 impl From<ErrorCode> for ApiError {
     fn from(code: ErrorCode) -> Self {
-        let status = match code {
+        Error::from(code).into()
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(error: Error) -> Self {
+        let status = match error.code {
             ErrorCode::UnknownChannel => StatusCode::NOT_FOUND,
             ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,
         };
-        Self::new(status, code, code.message())
+        Self::new(status, error.code, error.message)
     }
 }
 
@@ -308,14 +336,36 @@ impl IntoResponse for ApiError {
 type ApiResult = Result<axum::Json<serde_json::Value>, ApiError>;
 
 /// Proof that the request may use the API: `Authorization: apikey <key>`,
-/// or, with no key configured, a loopback peer.
+/// or, in the zero-config dev mode (neither `api_key` nor `token_secret`
+/// set), a loopback peer. Browsers are held to the WebSocket's Origin rule,
+/// so a page on another site cannot drive a local server's API.
 struct Authorized;
 
 impl FromRequestParts<Server> for Authorized {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, server: &Server) -> Result<Self, ApiError> {
-        match &server.hub.config().api_key {
+        let config = server.hub.config();
+        let origin = parts
+            .headers
+            .get(header::ORIGIN)
+            .map(|v| v.to_str().unwrap_or("(not text)"));
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !origin_allowed(origin, host, &config.allowed_origins) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                ErrorCode::PermissionDenied,
+                format!(
+                    "origin {} is not allowed (allowed_origins)",
+                    origin.unwrap_or("")
+                ),
+            ));
+        }
+        match &config.api_key {
             Some(key) => {
                 let given = parts
                     .headers
@@ -331,6 +381,11 @@ impl FromRequestParts<Server> for Authorized {
                     "missing or wrong API key",
                 ))
             }
+            None if config.token_secret.is_some() => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorCode::Unauthorized,
+                "no API key configured: with token_secret set, the API needs api_key",
+            )),
             None => {
                 let peer = parts
                     .extensions
@@ -351,6 +406,68 @@ impl FromRequestParts<Server> for Authorized {
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// A request body for the API: `Content-Type: application/json` (so that a
+/// cross-site form or `text/plain` fetch, which browsers send without
+/// asking, is refused), at most `api_max_body_size` bytes (413 past it).
+struct JsonBody(Bytes);
+
+impl FromRequest<Server> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, server: &Server) -> Result<Self, ApiError> {
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::BadRequest,
+                "Content-Type must be application/json",
+            ));
+        }
+        let limit = server.hub.config().api_max_body_size;
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::LimitExceeded,
+                format!("body larger than {limit} bytes (api_max_body_size)"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(too_large());
+        }
+        match axum::body::to_bytes(req.into_body(), limit).await {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(e) if is_length_limit(&e) => Err(too_large()),
+            Err(_) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::BadRequest,
+                "could not read the request body",
+            )),
+        }
+    }
+}
+
+/// Whether reading a body failed on its length limit.
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(s) = source {
+        if s.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// Parses a JSON body into a 400 with the parser's reason on failure.
@@ -377,7 +494,11 @@ struct PublishBody {
     data: Box<RawValue>,
 }
 
-async fn api_publish(State(server): State<Server>, _: Authorized, body: Bytes) -> ApiResult {
+async fn api_publish(
+    State(server): State<Server>,
+    _: Authorized,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
     let body: PublishBody = parse(&body)?;
     to_json(server.hub.publish(&body.channel, body.data, None)?)
 }
@@ -389,8 +510,17 @@ struct BroadcastBody {
     data: Box<RawValue>,
 }
 
-async fn api_broadcast(State(server): State<Server>, _: Authorized, body: Bytes) -> ApiResult {
-    let body: BroadcastBody = parse(&body)?;
+async fn api_broadcast(
+    State(server): State<Server>,
+    _: Authorized,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
+    let mut body: BroadcastBody = parse(&body)?;
+    // A channel listed twice is published to once, in first-listed order.
+    let mut seen = std::collections::HashSet::new();
+    body.channels.retain(|c| seen.insert(c.clone()));
+    // The same data for every channel: refused once, not once per channel.
+    crate::limits::check_data(&body.data, server.hub.config())?;
     // All or nothing on names: a typo should not publish to half the list.
     if let Some(bad) = body
         .channels
@@ -408,7 +538,7 @@ async fn api_broadcast(State(server): State<Server>, _: Authorized, body: Bytes)
         .iter()
         .map(|c| match server.hub.publish(c, body.data.clone(), None) {
             Ok(p) => json!({"channel": c, "offset": p.offset, "epoch": p.epoch, "delivered": p.delivered}),
-            Err(code) => json!({"channel": c, "error": {"code": code.code(), "message": code.message()}}),
+            Err(e) => json!({"channel": c, "error": {"code": e.code.code(), "message": e.message}}),
         })
         .collect();
     Ok(axum::Json(json!({ "results": results })))
@@ -422,7 +552,11 @@ struct DisconnectBody {
     reason: Option<String>,
 }
 
-async fn api_disconnect(State(server): State<Server>, _: Authorized, body: Bytes) -> ApiResult {
+async fn api_disconnect(
+    State(server): State<Server>,
+    _: Authorized,
+    JsonBody(body): JsonBody,
+) -> ApiResult {
     let body: DisconnectBody = parse(&body)?;
     let reason = body.reason.as_deref().unwrap_or("disconnected");
     if server
@@ -469,7 +603,7 @@ async fn api_history(
     _: Authorized,
     Path(channel): Path<String>,
     query: Result<Query<HistoryQuery>, QueryRejection>,
-) -> ApiResult {
+) -> Result<axum::Json<crate::hub::History>, ApiError> {
     let Query(q) = query.map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -6,20 +6,24 @@
 //! socket's own queue is under its high-water mark; past that the outbox
 //! fills and the namespace's slow-consumer policy decides.
 
+use std::borrow::Cow;
 use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use futures_util::FutureExt as _;
 use herald::{CloseCode, Message, Utf8Bytes};
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::time::Instant;
 
 use crate::auth;
 use crate::endpoint::Session;
 use crate::hub::{Client, Hub};
 use crate::outbox::Item;
-use crate::protocol::{self, ErrorCode, Method, close};
+use crate::protocol::{self, Error, ErrorCode, Method, close};
 
 /// Outbox items moved into the socket per wakeup.
 const BATCH: usize = 64;
@@ -31,63 +35,164 @@ enum Step {
     SlowConsumer,
 }
 
-/// Runs a connection to its end.
+/// How a session ended.
+enum End {
+    /// The server closes with (code, reason).
+    Close(CloseCode, Cow<'static, str>),
+    /// The peer closed, or the connection failed.
+    Peer,
+}
+
+impl End {
+    fn close(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
+        Self::Close(CloseCode(code), reason.into())
+    }
+}
+
+/// The end of a session, run on every exit path (a normal return, an
+/// error, a panic in the session or in an endpoint, the task being
+/// dropped): the client leaves every channel and the registry, endpoints
+/// hear `on_close`, the gauge goes down. Without it a panic left a ghost
+/// in presence and in the connection count.
+struct Cleanup {
+    hub: Arc<Hub>,
+    client: Option<Arc<Client>>,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            for (ns, endpoint) in self.hub.unregister(&client) {
+                let session = Session::new(client.clone());
+                // This may run while unwinding, where a second panic would
+                // abort the process: an endpoint's panic stops here.
+                let closed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    endpoint.on_close(&self.hub, &session, &ns);
+                }));
+                if let Err(panic) = closed {
+                    self.hub.metrics().panic();
+                    tracing::error!(
+                        client = %client.info.client,
+                        "endpoint on_close for {ns} panicked: {}",
+                        panic_message(&*panic)
+                    );
+                }
+            }
+        }
+        self.hub.metrics().connection_closed();
+    }
+}
+
+/// Runs a connection to its end. A panic in the session (or in an
+/// endpoint it calls) closes the connection with 1011, is logged once and
+/// counted, and the cleanup runs as on any other exit.
 pub(crate) async fn run<S>(hub: Arc<Hub>, mut ws: herald::WebSocket<S>)
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     hub.metrics().connection_opened();
-    let timeout = hub.config().handshake_timeout;
-    let client = match tokio::time::timeout(timeout, connect(&hub, &mut ws)).await {
-        Ok(Ok(client)) => client,
-        Ok(Err((code, reason))) => {
-            let _ = ws.close(CloseCode(code), reason).await;
-            hub.metrics().connection_closed();
-            return;
-        }
-        Err(_) => {
-            let _ = ws
-                .close(CloseCode(close::CONNECT_TIMEOUT), "connect timeout")
-                .await;
-            hub.metrics().connection_closed();
-            return;
+    let mut cleanup = Cleanup {
+        hub: hub.clone(),
+        client: None,
+    };
+    let session = AssertUnwindSafe(session(&hub, &mut ws, &mut cleanup.client));
+    let end = match session.catch_unwind().await {
+        Ok(end) => end,
+        Err(panic) => {
+            hub.metrics().panic();
+            let client = cleanup.client.as_ref().map(|c| c.info.client.clone());
+            tracing::error!(
+                client = client.as_deref().unwrap_or("-"),
+                "session panicked: {}",
+                panic_message(&*panic)
+            );
+            End::Close(CloseCode::INTERNAL_ERROR, "internal error".into())
         }
     };
-    serve(&hub, &client, &mut ws).await;
-    for (ns, endpoint) in hub.unregister(&client) {
-        endpoint.on_close(&hub, &Session::new(client.clone()), &ns);
+    match end {
+        End::Close(code, reason) => {
+            hub.metrics().close(Some(code.0), true);
+            let _ = ws.close(code, close_reason(&reason)).await;
+        }
+        End::Peer => {
+            let code = ws.close_frame().map(|f| f.code.0);
+            hub.metrics().close(code, false);
+        }
     }
-    hub.metrics().connection_closed();
+    drop(cleanup);
+}
+
+/// The text of a panic's payload, for the log.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)")
+}
+
+/// `reason` cut to what a Close frame holds.
+fn close_reason(reason: &str) -> &str {
+    // RFC 6455 5.5: control frame payloads are at most 125 bytes, two of
+    // them the code.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+/// `connect`, then commands until the end. Sets `registered` as soon as
+/// the client is in the hub, so the cleanup finds it whatever happens.
+async fn session<S>(
+    hub: &Arc<Hub>,
+    ws: &mut herald::WebSocket<S>,
+    registered: &mut Option<Arc<Client>>,
+) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let timeout = hub.config().handshake_timeout;
+    let client = match tokio::time::timeout(timeout, connect(hub, ws)).await {
+        Ok(Ok(client)) => client,
+        Ok(Err(end)) => return end,
+        Err(_) => return End::close(close::CONNECT_TIMEOUT, "connect timeout"),
+    };
+    *registered = Some(client.clone());
+    serve(hub, &client, ws).await
 }
 
 /// Waits for the `connect` command and registers the client.
-async fn connect<S>(
-    hub: &Arc<Hub>,
-    ws: &mut herald::WebSocket<S>,
-) -> Result<Arc<Client>, (u16, &'static str)>
+async fn connect<S>(hub: &Arc<Hub>, ws: &mut herald::WebSocket<S>) -> Result<Arc<Client>, End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let text = match ws.recv().await {
         Some(Ok(Message::Text(t))) => t,
         Some(Ok(Message::Binary(_))) => {
-            return Err((CloseCode::UNSUPPORTED_DATA.0, "text frames only"));
+            return Err(End::Close(
+                CloseCode::UNSUPPORTED_DATA,
+                "text frames only".into(),
+            ));
         }
-        _ => return Err((CloseCode::NORMAL.0, "")),
+        _ => return Err(End::Peer),
     };
     hub.metrics().message_in(text.len());
-    let command: protocol::Command =
-        serde_json::from_str(&text).map_err(|_| (close::BAD_REQUEST, "bad request"))?;
+    let command: protocol::Command = serde_json::from_str(&text)
+        .map_err(|e| End::close(close::BAD_REQUEST, protocol::parse_error_message(&e)))?;
     let Method::Connect(params) = command.method else {
-        return Err((close::BAD_REQUEST, "connect first"));
+        return Err(End::close(
+            close::BAD_REQUEST,
+            "connect first: the first command must be connect",
+        ));
     };
     let (user, name, allowed) = match (&hub.config().token_secret, params.token) {
         (Some(secret), Some(token)) => {
             let claims = auth::verify(&token, secret.as_bytes(), auth::unix_now())
-                .map_err(|_| (close::UNAUTHORIZED, "invalid token"))?;
+                .map_err(|_| End::close(close::UNAUTHORIZED, "invalid token"))?;
             (claims.sub, claims.name.or(params.name), claims.channels)
         }
-        (Some(_), None) => return Err((close::UNAUTHORIZED, "token required")),
+        (Some(_), None) => return Err(End::close(close::UNAUTHORIZED, "token required")),
         // Dev mode: anyone, every channel.
         (None, _) => (String::new(), params.name, None),
     };
@@ -108,13 +213,14 @@ fn push_reply(client: &Client, text: String) {
             key: None,
             text: Utf8Bytes::from(text),
             reply: true,
+            published: None,
         },
         usize::MAX,
         crate::config::QueuePolicy::DropOldest,
     );
 }
 
-async fn serve<S>(hub: &Arc<Hub>, client: &Arc<Client>, ws: &mut herald::WebSocket<S>)
+async fn serve<S>(hub: &Arc<Hub>, client: &Arc<Client>, ws: &mut herald::WebSocket<S>) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -134,7 +240,12 @@ where
                 while ws.buffered_amount() < high_water {
                     match client.outbox.poll_take(cx, BATCH, &mut batch) {
                         Poll::Ready(Ok(())) => {
+                            let mut now = None;
                             for item in batch.drain(..) {
+                                if let Some(at) = item.published {
+                                    let now = *now.get_or_insert_with(Instant::now);
+                                    hub.metrics().publish_to_write(now.duration_since(at));
+                                }
                                 if ws.start_send_message(Message::Text(item.text)).is_err() {
                                     return Poll::Ready(Step::Closed);
                                 }
@@ -168,38 +279,26 @@ where
                 hub.metrics().message_in(text.len());
                 if !limiter.allow(Instant::now()) {
                     if limiter.exhausted() {
-                        let _ = ws
-                            .close(CloseCode(close::RATE_LIMITED), "rate limited")
-                            .await;
-                        return;
+                        return End::close(close::RATE_LIMITED, "rate limited");
                     }
                     if let Some(id) = command_id(&text) {
-                        push_reply(client, protocol::reply_error(id, ErrorCode::RateLimited));
+                        push_reply(
+                            client,
+                            protocol::reply_error(id, &ErrorCode::RateLimited.into()),
+                        );
                     }
                     continue;
                 }
                 if let Err(reason) = handle(hub, client, &text) {
-                    let _ = ws.close(CloseCode(close::BAD_REQUEST), reason).await;
-                    return;
+                    return End::close(close::BAD_REQUEST, reason);
                 }
             }
             Step::Frame(Message::Binary(_)) => {
-                let _ = ws
-                    .close(CloseCode::UNSUPPORTED_DATA, "text frames only")
-                    .await;
-                return;
+                return End::Close(CloseCode::UNSUPPORTED_DATA, "text frames only".into());
             }
-            Step::Closed => return,
-            Step::Kicked(code, reason) => {
-                let _ = ws.close(CloseCode(code), &reason).await;
-                return;
-            }
-            Step::SlowConsumer => {
-                let _ = ws
-                    .close(CloseCode(close::SLOW_CONSUMER), "slow consumer")
-                    .await;
-                return;
-            }
+            Step::Closed => return End::Peer,
+            Step::Kicked(code, reason) => return End::close(code, reason),
+            Step::SlowConsumer => return End::close(close::SLOW_CONSUMER, "slow consumer"),
         }
     }
 }
@@ -214,27 +313,32 @@ fn command_id(text: &str) -> Option<u32> {
     serde_json::from_str::<Id>(text).ok().map(|i| i.id)
 }
 
-/// Handles one command; `Err` closes the connection (4101).
-fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), &'static str> {
+/// Handles one command. `Err` (a frame that is not a command and has no
+/// id to answer) closes the connection with 4101 and the reason.
+fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), String> {
     let command: protocol::Command = match serde_json::from_str(text) {
         Ok(c) => c,
-        Err(_) => {
+        Err(e) => {
+            let error = Error::new(ErrorCode::BadRequest, protocol::parse_error_message(&e));
             return match command_id(text) {
                 Some(id) => {
-                    push_reply(client, protocol::reply_error(id, ErrorCode::BadRequest));
+                    push_reply(client, protocol::reply_error(id, &error));
                     Ok(())
                 }
-                None => Err("bad request"),
+                None => Err(error.message.into_owned()),
             };
         }
     };
     let id = command.id;
-    let reply = |r: Result<serde_json::Value, ErrorCode>| match r {
-        Ok(v) => push_reply(client, protocol::reply(id, &v)),
-        Err(code) => push_reply(client, protocol::reply_error(id, code)),
+    let reply = |r: Result<String, Error>| match r {
+        Ok(text) => push_reply(client, text),
+        Err(e) => push_reply(client, protocol::reply_error(id, &e)),
     };
     match command.method {
-        Method::Connect(_) => reply(Err(ErrorCode::BadRequest)),
+        Method::Connect(_) => reply(Err(Error::new(
+            ErrorCode::BadRequest,
+            "already connected: connect is sent once, first",
+        ))),
         // The hub queues the reply itself, ahead of any publication.
         Method::Subscribe(params) => match hub.subscribe(client, id, &params) {
             // Once per client and namespace, however many channels.
@@ -244,7 +348,7 @@ fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), &'stat
                 }
             }
             Ok(false) => {}
-            Err(code) => reply(Err(code)),
+            Err(code) => reply(Err(code.into())),
         },
         Method::Unsubscribe(params) => {
             let result = hub.unsubscribe(client, &params.channel);
@@ -253,21 +357,30 @@ fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), &'stat
             {
                 endpoint.on_close(hub, &Session::new(client.clone()), &ns);
             }
-            reply(result.map(|_| serde_json::json!({})));
+            reply(
+                result
+                    .map(|_| protocol::reply(id, &serde_json::json!({})))
+                    .map_err(Error::from),
+            );
         }
-        Method::Publish(params) => reply(publish(hub, client, params)),
+        Method::Publish(params) => {
+            reply(publish(hub, client, params).map(|v| protocol::reply(id, &v)))
+        }
         Method::Presence(params) => reply(if client.may_access(&params.channel) {
             hub.presence(&params.channel)
-                .map(|clients| serde_json::json!({ "clients": clients }))
+                .map(|clients| protocol::reply(id, &serde_json::json!({ "clients": clients })))
+                .map_err(Error::from)
         } else {
-            Err(ErrorCode::PermissionDenied)
+            Err(ErrorCode::PermissionDenied.into())
         }),
         Method::History(params) => reply(if client.may_access(&params.channel) {
             hub.history(&params.channel, params.limit)
+                .map(|history| protocol::reply(id, &history))
+                .map_err(Error::from)
         } else {
-            Err(ErrorCode::PermissionDenied)
+            Err(ErrorCode::PermissionDenied.into())
         }),
-        Method::Ping(_) => reply(Ok(serde_json::json!({}))),
+        Method::Ping(_) => reply(Ok(protocol::reply(id, &serde_json::json!({})))),
     }
     Ok(())
 }
@@ -276,17 +389,19 @@ fn publish(
     hub: &Arc<Hub>,
     client: &Arc<Client>,
     params: protocol::PublishParams,
-) -> Result<serde_json::Value, ErrorCode> {
+) -> Result<serde_json::Value, Error> {
     let (_, ns) = hub
         .config()
         .namespace_of(&params.channel)
         .ok_or(ErrorCode::UnknownChannel)?;
     if !ns.allow_publish || !client.may_access(&params.channel) {
-        return Err(ErrorCode::PermissionDenied);
+        return Err(ErrorCode::PermissionDenied.into());
     }
     // An endpoint owns its namespace's client publications: it decides
-    // what, if anything, is broadcast.
+    // what, if anything, is broadcast. The limits hold for what it is
+    // handed too.
     if let Some((_, endpoint)) = hub.endpoint_for(&params.channel) {
+        crate::limits::check_data(&params.data, hub.config())?;
         endpoint.on_message(
             hub,
             &Session::new(client.clone()),

@@ -436,27 +436,60 @@ async fn error_103_where_the_namespace_does_not_allow_it() {
 async fn error_104_for_a_bad_command_whose_id_can_be_read() {
     let server = TestServer::start(config()).await;
     let mut c = server.named("C").await;
+    // Each error says what was wrong, as the HTTP API does.
     let bad = [
-        r#"{"id": 7, "subscribe": {"chanel": "chat:a"}}"#,
-        r#"{"id": 8, "nope": {}}"#,
-        r#"{"id": 9, "ping": {}, "presence": {"channel": "chat:a"}}"#,
-        r#"{"id": 10}"#,
-        r#"{"id": 11, "publish": {"channel": "chat:a"}}"#,
-        r#"{"id": 12, "subscribe": {"channel": 5}}"#,
-        r#"{"id": 13, "history": {"channel": "chat:a", "limit": -1}}"#,
-        r#"{"id": 14, "ping": {}, "extra": true}"#,
+        (
+            r#"{"id": 7, "subscribe": {"chanel": "chat:a"}}"#,
+            "unknown field `chanel`",
+        ),
+        (r#"{"id": 8, "nope": {}}"#, "unknown field `nope`"),
+        (
+            r#"{"id": 9, "ping": {}, "presence": {"channel": "chat:a"}}"#,
+            "more than one method",
+        ),
+        (r#"{"id": 10}"#, "no method: one of connect, subscribe"),
+        (
+            r#"{"id": 11, "publish": {"channel": "chat:a"}}"#,
+            "missing field `data`",
+        ),
+        (
+            r#"{"id": 12, "subscribe": {"channel": 5}}"#,
+            "invalid type: integer `5`",
+        ),
+        (
+            r#"{"id": 13, "history": {"channel": "chat:a", "limit": -1}}"#,
+            "invalid value: integer `-1`",
+        ),
+        (
+            r#"{"id": 14, "ping": {}, "extra": true}"#,
+            "unknown field `extra`",
+        ),
+        (
+            r#"{"id": 15, "ping": {"bogus": 1}}"#,
+            "unknown field `bogus`",
+        ),
     ];
-    for text in bad {
+    for (text, why) in bad {
         c.send_raw(text).await;
         let id: Value = serde_json::from_str::<Value>(text).unwrap()["id"].clone();
-        assert_eq!(
-            c.recv().await,
-            json!({"id": id, "error": {"code": 104, "message": "bad request"}}),
-            "{text}"
+        let reply = c.recv().await;
+        assert_eq!(reply["id"], id, "{text}: {reply}");
+        assert_eq!(reply["error"]["code"], 104, "{text}: {reply}");
+        let message = reply["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.starts_with("bad request: ") && message.contains(why),
+            "{text}: the error should say {why:?}: {reply}"
         );
     }
     // A second connect.
-    assert_eq!(c.error("connect", json!({"name": "again"})).await, 104);
+    let reply = c.command("connect", json!({"name": "again"})).await;
+    assert_eq!(reply["error"]["code"], 104, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("already connected")),
+        "{reply}"
+    );
     // Still usable.
     assert_eq!(c.ok("ping", json!({})).await, json!({}));
     drop(c);

@@ -221,6 +221,15 @@ pub async fn recv_json(ws: &mut WebSocket<MaybeTlsStream>) -> Option<Value> {
     }
 }
 
+/// The next text message as it is (for JSON nested past serde_json's
+/// recursion limit, which a `Value` cannot hold).
+pub async fn recv_text(ws: &mut WebSocket<MaybeTlsStream>) -> String {
+    match within("a message from the server", ws.recv()).await {
+        Some(Ok(Message::Text(t))) => t.to_string(),
+        other => panic!("expected a text message, got {other:?}"),
+    }
+}
+
 /// Reads (discarding messages) until the server closes; returns its Close.
 pub async fn closed(ws: &mut WebSocket<MaybeTlsStream>) -> CloseFrame {
     within("the server's Close", async {
@@ -711,4 +720,36 @@ pub fn upgrade_headers<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a st
     ];
     h.extend_from_slice(extra);
     h
+}
+
+/// Sends `request` (a whole HTTP/1.1 request, as written) and reads the
+/// response: for requests the [`http`] helper would write correctly.
+pub async fn http_raw(addr: SocketAddr, request: &str) -> HttpResponse {
+    within("a raw HTTP request", async {
+        let mut stream = TcpStream::connect(addr).await.expect("connect");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        read_response(&mut stream).await
+    })
+    .await
+}
+
+/// Runs each named `async fn` as two tests, `<name>::threads_1` on a
+/// current-thread runtime and `<name>::threads_2` on two worker threads:
+/// `herald serve --threads 1` and `--threads 2`, which interleave the
+/// hub's callers differently.
+#[macro_export]
+macro_rules! on_1_and_2_threads {
+    ($($case:ident),* $(,)?) => {$(
+        mod $case {
+            #[tokio::test(flavor = "current_thread")]
+            async fn threads_1() {
+                super::$case().await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn threads_2() {
+                super::$case().await
+            }
+        }
+    )*};
 }
