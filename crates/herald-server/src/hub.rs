@@ -762,6 +762,63 @@ mod tests {
         assert_eq!(reply["result"]["recovered"], false);
     }
 
+    fn epoch_of(hub: &Hub, channel: &str) -> String {
+        hub.history(channel, None).unwrap().epoch
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn channel_meta_outlives_its_subscribers_for_the_ttl_only() {
+        let config = ServerConfig {
+            channel_meta_ttl: std::time::Duration::from_secs(60),
+            ..ServerConfig::default()
+        };
+        let hub = Hub::new(Arc::new(config), Arc::new(Metrics::default()));
+        let a = hub.register("u".into(), None, None);
+        hub.subscribe(&a, 1, &sub("game:x", false, None, None))
+            .unwrap();
+        let epoch = epoch_of(&hub, "game:x");
+        hub.unregister(&a);
+        // Idle (no subscribers, no history): kept, but not listed.
+        tokio::time::advance(std::time::Duration::from_secs(59)).await;
+        hub.sweep();
+        assert_eq!(epoch_of(&hub, "game:x"), epoch);
+        assert!(hub.channels().is_empty());
+        // A publication without history refreshes the idle clock.
+        hub.publish("game:x", raw("1"), None).unwrap();
+        tokio::time::advance(std::time::Duration::from_secs(59)).await;
+        hub.sweep();
+        assert_eq!(epoch_of(&hub, "game:x"), epoch);
+        tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        hub.sweep();
+        assert_eq!(hub.channels_held(), 0, "forgotten after the TTL");
+        assert_eq!(epoch_of(&hub, "game:x"), "");
+    }
+
+    #[test]
+    fn idle_channels_are_bounded_longest_idle_forgotten_first() {
+        let config = ServerConfig {
+            max_idle_channels: 3,
+            ..ServerConfig::default()
+        };
+        let hub = Hub::new(Arc::new(config), Arc::new(Metrics::default()));
+        let a = hub.register("u".into(), None, None);
+        for i in 0..5 {
+            let name = format!("game:{i}");
+            hub.subscribe(&a, 1, &sub(&name, false, None, None))
+                .unwrap();
+            hub.unsubscribe(&a, &name).unwrap();
+        }
+        // Flapping one channel leaves stale entries that do not count.
+        for _ in 0..10 {
+            hub.subscribe(&a, 1, &sub("game:4", false, None, None))
+                .unwrap();
+            hub.unsubscribe(&a, "game:4").unwrap();
+        }
+        assert!(hub.channels_held() <= 3, "{}", hub.channels_held());
+        assert_ne!(epoch_of(&hub, "game:4"), "", "the most recent is kept");
+        assert_eq!(epoch_of(&hub, "game:0"), "", "the longest idle went first");
+    }
+
     #[test]
     fn permissions_and_namespaces() {
         let hub = hub();
