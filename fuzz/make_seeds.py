@@ -434,9 +434,42 @@ def connection_ops():
     write("connection_ops", "server-protocol-error", a.finish())
 
 
+# ----- the push server: commands and API bodies -------------------------------
+
+
+def server_command():
+    deep = "[" * 70 + "1" + "]" * 70
+    lines = [
+        '{"id":2,"subscribe":{"channel":"chat:a"}}',
+        '{"id":3,"publish":{"channel":"chat:a","data":{"text":"hi","n":[1,2.5e300,-0]}}}',
+        '{"id":4,"history":{"channel":"chat:a","limit":10}}',
+        '{"id":5,"presence":{"channel":"chat:a"}}',
+        '{"id":6,"subscribe":{"channel":"chat:a","recover":true,"epoch":"x","offset":18446744073709551615}}',
+        '{"id":7,"publish":{"channel":"chat:a","data":' + deep + '}}',
+        '{"id":8,"unsubscribe":{"channel":"chat:a"}}',
+        '{"id":9,"ping":{},"presence":{"channel":"chat:a"}}',
+        '{"id":10,"ping":{"bogus":1}}',
+        '{"id":11,"connect":{}}',
+        '{"id":4294967296,"ping":{}}',
+        'not json',
+    ]
+    write("server_command", "session", "\n".join(lines).encode())
+    write("server_command", "game", b'{"id":2,"subscribe":{"channel":"game:arena"}}\n'
+          b'{"id":3,"publish":{"channel":"game:arena","data":{"move":"up"}}}')
+
+
+def api_body():
+    write("api_body", "publish", b"\x00" + b'{"channel":"chat:a","data":{"text":"hi"}}')
+    write("api_body", "publish-deep", b"\x00" + b'{"channel":"chat:a","data":' + b"[" * 200 + b"]" * 200 + b"}")
+    write("api_body", "broadcast", b"\x01" + b'{"channels":["chat:a","chat:b","chat:a"],"data":1e999}')
+    write("api_body", "disconnect", b"\x02" + b'{"client":"1","reason":"' + b"x" * 300 + b'"}')
+
+
 if __name__ == "__main__":
     frame_header()
     connection_receive()
     handshakes()
     inflate()
     connection_ops()
+    server_command()
+    api_body()

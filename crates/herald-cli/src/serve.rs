@@ -62,6 +62,7 @@ fn config(args: &Args) -> Result<ServerConfig, BoxError> {
     if args.no_demos {
         config.demos = false;
     }
+    config.validate()?;
     Ok(config)
 }
 
@@ -80,8 +81,18 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         };
         eprintln!("herald serve: http://{addr}/ ({mode})");
         eprintln!("  websocket  ws://{addr}{}", herald_server::WEBSOCKET_PATH);
-        eprintln!("  demos      http://{addr}/demo/chat  /demo/quotes  /demo/game");
+        if config.demos {
+            eprintln!("  demos      http://{addr}/demo/chat  /demo/quotes  /demo/game");
+        }
         eprintln!("  api        POST http://{addr}/api/publish   metrics  http://{addr}/metrics");
+        match (&config.api_key, &config.token_secret) {
+            (Some(_), _) => eprintln!("  api auth   Authorization: apikey <api_key>"),
+            (None, Some(_)) => eprintln!("  api auth   disabled: set api_key to use the API"),
+            (None, None) => eprintln!(
+                "  api auth   dev mode: loopback trusted without a key \
+                 (never behind a reverse proxy on this host; set api_key)"
+            ),
+        }
         Server::new(config)
             .serve(listener, shutdown_signal())
             .await?;

@@ -36,6 +36,9 @@ mod auth;
 mod config;
 mod demo;
 mod endpoint;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hub;
 mod limits;
 mod metrics;

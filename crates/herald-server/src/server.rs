@@ -290,10 +290,10 @@ impl Drop for Slot {
 
 /// An API failure: a status and a JSON body `{"error": {code, message}}`.
 #[derive(Debug)]
-struct ApiError {
-    status: StatusCode,
-    code: ErrorCode,
-    message: String,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
 }
 
 impl ApiError {
@@ -326,14 +326,20 @@ impl From<Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code.code(), "message": self.message}});
-        (self.status, axum::Json(body)).into_response()
+impl ApiError {
+    /// The JSON body: `{"error": {"code": N, "message": "..."}}`.
+    pub(crate) fn body(&self) -> serde_json::Value {
+        json!({"error": {"code": self.code.code(), "message": self.message}})
     }
 }
 
-type ApiResult = Result<axum::Json<serde_json::Value>, ApiError>;
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body())).into_response()
+    }
+}
+
+pub(crate) type ApiResult = Result<axum::Json<serde_json::Value>, ApiError>;
 
 /// Proof that the request may use the API: `Authorization: apikey <key>`,
 /// or, in the zero-config dev mode (neither `api_key` nor `token_secret`
@@ -499,8 +505,14 @@ async fn api_publish(
     _: Authorized,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    let body: PublishBody = parse(&body)?;
-    to_json(server.hub.publish(&body.channel, body.data, None)?)
+    publish(&server.hub, &body)
+}
+
+/// `POST /api/publish` once the request is let in: the part the fuzz
+/// target drives.
+pub(crate) fn publish(hub: &Hub, body: &[u8]) -> ApiResult {
+    let body: PublishBody = parse(body)?;
+    to_json(hub.publish(&body.channel, body.data, None)?)
 }
 
 #[derive(Deserialize)]
@@ -515,17 +527,22 @@ async fn api_broadcast(
     _: Authorized,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    let mut body: BroadcastBody = parse(&body)?;
+    broadcast(&server.hub, &body)
+}
+
+/// `POST /api/broadcast` once the request is let in.
+pub(crate) fn broadcast(hub: &Hub, body: &[u8]) -> ApiResult {
+    let mut body: BroadcastBody = parse(body)?;
     // A channel listed twice is published to once, in first-listed order.
     let mut seen = std::collections::HashSet::new();
     body.channels.retain(|c| seen.insert(c.clone()));
     // The same data for every channel: refused once, not once per channel.
-    crate::limits::check_data(&body.data, server.hub.config())?;
+    crate::limits::check_data(&body.data, hub.config())?;
     // All or nothing on names: a typo should not publish to half the list.
     if let Some(bad) = body
         .channels
         .iter()
-        .find(|c| server.hub.config().namespace_of(c).is_none())
+        .find(|c| hub.config().namespace_of(c).is_none())
     {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -536,7 +553,7 @@ async fn api_broadcast(
     let results: Vec<serde_json::Value> = body
         .channels
         .iter()
-        .map(|c| match server.hub.publish(c, body.data.clone(), None) {
+        .map(|c| match hub.publish(c, body.data.clone(), None) {
             Ok(p) => json!({"channel": c, "offset": p.offset, "epoch": p.epoch, "delivered": p.delivered}),
             Err(e) => json!({"channel": c, "error": {"code": e.code.code(), "message": e.message}}),
         })
@@ -557,12 +574,14 @@ async fn api_disconnect(
     _: Authorized,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    let body: DisconnectBody = parse(&body)?;
+    disconnect(&server.hub, &body)
+}
+
+/// `POST /api/disconnect` once the request is let in.
+pub(crate) fn disconnect(hub: &Hub, body: &[u8]) -> ApiResult {
+    let body: DisconnectBody = parse(body)?;
     let reason = body.reason.as_deref().unwrap_or("disconnected");
-    if server
-        .hub
-        .disconnect(&body.client, close::DISCONNECTED, reason)
-    {
+    if hub.disconnect(&body.client, close::DISCONNECTED, reason) {
         Ok(axum::Json(json!({})))
     } else {
         Err(ApiError::new(

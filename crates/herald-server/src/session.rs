@@ -315,7 +315,7 @@ fn command_id(text: &str) -> Option<u32> {
 
 /// Handles one command. `Err` (a frame that is not a command and has no
 /// id to answer) closes the connection with 4101 and the reason.
-fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), String> {
+pub(crate) fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), String> {
     let command: protocol::Command = match serde_json::from_str(text) {
         Ok(c) => c,
         Err(e) => {

@@ -1,0 +1,84 @@
+//! Entry points for the fuzz targets in `fuzz/` (feature `fuzzing`; not
+//! an API): the command handler and the HTTP API's body handling, each on
+//! a fresh hub with the default namespaces, no sockets.
+
+use std::sync::Arc;
+
+use crate::config::ServerConfig;
+use crate::hub::{Client, Hub};
+use crate::metrics::Metrics;
+
+/// A hub with one connected client.
+#[derive(Debug)]
+pub struct Harness {
+    hub: Arc<Hub>,
+    client: Arc<Client>,
+}
+
+/// What a command did.
+#[derive(Debug)]
+pub struct Handled {
+    /// Every text frame queued for the client, in order.
+    pub sent: Vec<String>,
+    /// The close reason, if the command closes the connection.
+    pub close: Option<String>,
+}
+
+/// The API endpoints that take a body.
+#[derive(Debug, Clone, Copy)]
+pub enum Api {
+    /// `POST /api/publish`
+    Publish,
+    /// `POST /api/broadcast`
+    Broadcast,
+    /// `POST /api/disconnect`
+    Disconnect,
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        let config = ServerConfig {
+            demos: false,
+            ..ServerConfig::default()
+        };
+        let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
+        let client = hub.register("fuzz".into(), None, None);
+        Self { hub, client }
+    }
+}
+
+impl Harness {
+    /// Handles `text` as a command from the connected client.
+    pub fn command(&self, text: &str) -> Handled {
+        let close = crate::session::handle(&self.hub, &self.client, text).err();
+        Handled {
+            sent: self.drain(),
+            close,
+        }
+    }
+
+    /// Handles `body` as the body of `api`, as if the request was let in;
+    /// returns the status and the response body.
+    pub fn api(&self, api: Api, body: &[u8]) -> (u16, String) {
+        let result = match api {
+            Api::Publish => crate::server::publish(&self.hub, body),
+            Api::Broadcast => crate::server::broadcast(&self.hub, body),
+            Api::Disconnect => crate::server::disconnect(&self.hub, body),
+        };
+        match result {
+            Ok(json) => (200, json.0.to_string()),
+            Err(e) => (e.status.as_u16(), e.body().to_string()),
+        }
+    }
+
+    fn drain(&self) -> Vec<String> {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut items = Vec::new();
+        while let std::task::Poll::Ready(Ok(())) =
+            self.client
+                .outbox
+                .poll_take(&mut cx, usize::MAX, &mut items)
+        {}
+        items.into_iter().map(|i| i.text.to_string()).collect()
+    }
+}
