@@ -14,7 +14,7 @@ pub(crate) struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
     /// HMAC secret for connection tokens (JWT HS256); makes tokens required.
     #[arg(long)]
@@ -22,7 +22,8 @@ pub(crate) struct Args {
     /// Key for the HTTP API (`Authorization: apikey <key>`).
     #[arg(long)]
     api_key: Option<String>,
-    /// An origin allowed besides the server's own (repeatable; `*` for any).
+    /// An origin allowed besides the server's own (repeatable; `*` for any;
+    /// replaces the file's and HERALD_ALLOWED_ORIGINS' list).
     #[arg(long)]
     allowed_origin: Vec<String>,
     /// Most concurrent connections.
@@ -36,14 +37,23 @@ pub(crate) struct Args {
     threads: Option<usize>,
 }
 
-/// Defaults, then the file, then `HERALD_*` variables, then flags.
-fn config(args: &Args) -> Result<ServerConfig, BoxError> {
+/// Defaults, then the file, then `HERALD_*` variables (`vars`), then flags;
+/// each layer replaces what the one before it set (a list included).
+fn config(
+    args: &Args,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<ServerConfig, BoxError> {
     let mut config = match &args.config {
-        Some(path) => ServerConfig::from_toml(&std::fs::read_to_string(path)?)
-            .map_err(|e| format!("{}: {e}", path.display()))?,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read the configuration file {}: {e}", path.display())
+            })?;
+            // toml's message carries the line and column.
+            ServerConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
         None => ServerConfig::default(),
     };
-    config.apply_env(std::env::vars())?;
+    config.apply_env(vars)?;
     if let Some(l) = args.listen {
         config.listen = l;
     }
@@ -53,9 +63,9 @@ fn config(args: &Args) -> Result<ServerConfig, BoxError> {
     if let Some(k) = &args.api_key {
         config.api_key = Some(k.clone());
     }
-    config
-        .allowed_origins
-        .extend(args.allowed_origin.iter().cloned());
+    if !args.allowed_origin.is_empty() {
+        config.allowed_origins = args.allowed_origin.clone();
+    }
     if let Some(n) = args.max_connections {
         config.max_connections = n;
     }
@@ -66,7 +76,7 @@ fn config(args: &Args) -> Result<ServerConfig, BoxError> {
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
-    let config = config(&args)?;
+    let config = config(&args, std::env::vars())?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -108,4 +118,100 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A file that removes itself.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("herald-{}-{name}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let file = TempFile::new(
+            "layers.toml",
+            "listen = \"127.0.0.1:1111\"\nmax_connections = 5\nmax_subscriptions = 6\n\
+             allowed_origins = [\"https://file.example\"]\n",
+        );
+        let path = file.0.to_str().unwrap();
+        let env = vars(&[
+            ("HERALD_LISTEN", "127.0.0.1:2222"),
+            ("HERALD_MAX_SUBSCRIPTIONS", "7"),
+            ("HERALD_ALLOWED_ORIGINS", "https://env.example"),
+        ]);
+
+        let c = config(&parse(&["--config", path]), vars(&[])).unwrap();
+        assert_eq!(c.listen.port(), 1111);
+        assert_eq!(c.max_subscriptions, 6);
+        assert_eq!(c.max_commands_per_second, 100, "a default the file left");
+
+        let c = config(&parse(&["--config", path]), env.clone()).unwrap();
+        assert_eq!(c.listen.port(), 2222);
+        assert_eq!(c.max_subscriptions, 7);
+        assert_eq!(c.max_connections, 5, "from the file");
+        assert_eq!(c.allowed_origins, ["https://env.example"]);
+
+        let argv = [
+            "--config",
+            path,
+            "--listen",
+            "127.0.0.1:3333",
+            "--allowed-origin",
+            "https://flag.example",
+            "--max-connections",
+            "9",
+        ];
+        let c = config(&parse(&argv), env).unwrap();
+        assert_eq!(c.listen.port(), 3333);
+        assert_eq!(c.max_connections, 9);
+        assert_eq!(c.max_subscriptions, 7, "from the environment");
+        assert_eq!(c.allowed_origins, ["https://flag.example"]);
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let e = config(&parse(&["--config", "/nonexistent.toml"]), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read the configuration file /nonexistent.toml: "),
+            "{e}"
+        );
+    }
 }
