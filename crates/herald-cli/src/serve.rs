@@ -204,6 +204,38 @@ mod tests {
         assert_eq!(c.allowed_origins, ["https://flag.example"]);
     }
 
+    /// Every flag of `herald serve` has a row in docs/configuration.md's
+    /// `## Flags` table, and every row is a flag.
+    #[test]
+    fn every_flag_is_documented() {
+        use clap::CommandFactory;
+        const DOC: &str = include_str!("../../../docs/configuration.md");
+        let section = &DOC[DOC.find("\n## Flags\n").expect("## Flags")..];
+        let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+        let documented: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `--"))
+            .filter_map(|l| l.split([' ', '`']).next())
+            .collect();
+        let flags: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(String::from))
+            .filter(|f| f != "help")
+            .collect();
+        for f in &flags {
+            assert!(
+                documented.contains(&f.as_str()),
+                "--{f} is missing from docs/configuration.md, ## Flags"
+            );
+        }
+        for f in documented {
+            assert!(
+                flags.iter().any(|g| g == f),
+                "--{f} is documented but not a flag"
+            );
+        }
+    }
+
     #[test]
     fn a_missing_file_is_named() {
         let e = config(&parse(&["--config", "/nonexistent.toml"]), vars(&[]))
