@@ -71,3 +71,19 @@ fn variables_apply_and_the_tools_own_are_passed_over() {
     assert!(banner.contains("127.0.0.1:"), "{banner}");
     assert!(banner.contains("tokens required"), "{banner}");
 }
+
+#[test]
+fn an_unknown_log_level_is_reported() {
+    let mut herald = Herald::start(
+        &["serve", "--listen", "127.0.0.1:0", "--threads", "1"],
+        &[("HERALD_LOG", "verbose")],
+    );
+    herald.serve_addr();
+    assert!(
+        herald
+            .text()
+            .contains("HERALD_LOG=verbose is not a level (off, error, warn, info, debug, trace)"),
+        "{}",
+        herald.text()
+    );
+}

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Address to listen on.
+    #[serde(with = "addr")]
     pub listen: SocketAddr,
     /// HMAC secret for connection tokens (JWT HS256). When set, `connect`
     /// requires a valid token; when unset (dev mode), tokens are optional
@@ -231,6 +232,27 @@ impl ServerConfig {
         self.namespaces
             .get_key_value(ns)
             .map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// A socket address whose parse error says what one looks like (serde's
+/// own says only "invalid socket address syntax").
+mod addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(a)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid address `{text}`: expected host:port, like 127.0.0.1:8080 or [::1]:8080"
+            ))
+        })
     }
 }
 

@@ -83,17 +83,18 @@ fn read(name: &str, key: &str, current: &Value, text: &str) -> Result<Value, Str
     } else {
         format!("{name}={text}")
     };
-    let expected = expected(key, current);
-    let fail = |why: String| format!("{shown}: {why} (expected {expected})");
+    // For text that is not even the right kind of value; a value of the
+    // right kind that Deserialize refuses gets Deserialize's message.
+    let fail = |why: &str| format!("{shown}: {why} (expected {})", expected(current));
     let candidates: Vec<Value> = match current {
         Value::Bool(_) => match text.trim() {
             "true" => vec![Value::Bool(true)],
             "false" => vec![Value::Bool(false)],
-            _ => return Err(fail("not true or false".into())),
+            _ => return Err(fail("not true or false")),
         },
         Value::Number(_) => match text.trim().parse::<serde_json::Number>() {
             Ok(n) => vec![Value::Number(n)],
-            Err(_) => return Err(fail("not a number".into())),
+            Err(_) => return Err(fail("not a number")),
         },
         Value::Array(_) => vec![Value::Array(
             text.split(',')
@@ -127,22 +128,16 @@ fn read(name: &str, key: &str, current: &Value, text: &str) -> Result<Value, Str
             }
         }
     }
-    Err(fail(first_error.unwrap_or_default()))
+    Err(format!("{shown}: {}", first_error.unwrap_or_default()))
 }
 
-/// What a value of `key` looks like, for error messages.
-fn expected(key: &str, current: &Value) -> String {
+/// What a value of the type of `current` looks like, for error messages.
+fn expected(current: &Value) -> &'static str {
     match current {
-        _ if key == "listen" || key.ends_with("_listen") => {
-            "host:port, like 127.0.0.1:8080 or [::1]:8080".into()
-        }
-        Value::Bool(_) => "true or false".into(),
+        Value::Bool(_) => "true or false",
         // Durations serialize as fractional seconds, counts as integers.
-        Value::Number(n) if n.is_f64() => "a number of seconds, like 10 or 0.5".into(),
-        Value::Number(_) => "a whole number, like 100".into(),
-        Value::Array(_) => "a comma-separated list".into(),
-        Value::String(s) => format!("a value like {s}"),
-        _ => "a value as in the configuration file (docs/configuration.md)".into(),
+        Value::Number(n) if n.is_f64() => "a number of seconds, like 10 or 0.5",
+        _ => "a whole number, like 100",
     }
 }
 
@@ -249,6 +244,8 @@ mod tests {
     fn errors_name_the_variable_and_the_format() {
         let e = env(&[("HERALD_LISTEN", "8080")]).unwrap_err();
         assert!(e.starts_with("HERALD_LISTEN=8080: "), "{e}");
+        assert!(e.contains("expected host:port, like 127.0.0.1:8080"), "{e}");
+        let e = ServerConfig::from_toml("listen = \"8080\"").unwrap_err();
         assert!(e.contains("expected host:port, like 127.0.0.1:8080"), "{e}");
         let e = env(&[("HERALD_MAX_CONNECTIONS", "many")]).unwrap_err();
         assert_eq!(
