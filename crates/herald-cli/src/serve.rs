@@ -75,8 +75,21 @@ fn config(
     Ok(config)
 }
 
+/// The `HERALD_*` variables of the environment. `std::env::vars` would
+/// panic on any variable that is not UTF-8, ours or not.
+fn herald_vars() -> Result<Vec<(String, String)>, String> {
+    std::env::vars_os()
+        .filter(|(k, _)| k.as_encoded_bytes().starts_with(b"HERALD_"))
+        .map(|(k, v)| match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => Ok((k, v)),
+            (Ok(k), Err(_)) => Err(format!("{k}: the value is not valid UTF-8")),
+            (Err(k), _) => Err(format!("{}: not a valid name", k.to_string_lossy())),
+        })
+        .collect()
+}
+
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
-    let config = config(&args, std::env::vars())?;
+    let config = config(&args, herald_vars()?)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -87,3 +87,28 @@ fn an_unknown_log_level_is_reported() {
         herald.text()
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn variables_that_are_not_utf8() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+
+    let argv = ["serve", "--listen", "127.0.0.1:0", "--threads", "1"];
+    // Another program's variable is none of our business: no panic.
+    let not_utf8 = OsStr::from_bytes(b"\xff");
+    let mut herald = Herald::start_os(&argv, &[(OsStr::new("OTHER_PROGRAM"), not_utf8)]);
+    herald.serve_addr();
+    drop(herald);
+    // Ours is named.
+    let mut herald = Herald::start_os(&argv, &[(OsStr::new("HERALD_LISTEN"), not_utf8)]);
+    let status = herald.exit(TIMEOUT);
+    assert!(status.is_some_and(|s| !s.success()), "{}", herald.text());
+    assert!(
+        herald
+            .text()
+            .contains("HERALD_LISTEN: the value is not valid UTF-8"),
+        "{}",
+        herald.text()
+    );
+}

@@ -5,6 +5,7 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
@@ -32,6 +33,15 @@ pub struct Herald {
 impl Herald {
     /// `herald <args>` with `env` as its only `HERALD_*` variables.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let env: Vec<(&OsStr, &OsStr)> = env
+            .iter()
+            .map(|(k, v)| (OsStr::new(k), OsStr::new(v)))
+            .collect();
+        Self::start_os(args, &env)
+    }
+
+    /// As [`Herald::start`], with variables that need not be UTF-8.
+    pub fn start_os(args: &[&str], env: &[(&OsStr, &OsStr)]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
         command
             .args(args)

@@ -77,8 +77,10 @@ fn setting(fields: &Map<String, Value>, name: &str) -> Result<String, String> {
 /// `text` as the JSON value of `key`, whose current value is `current`,
 /// checked by deserializing it on its own so that the error names `name`.
 fn read(name: &str, key: &str, current: &Value, text: &str) -> Result<Value, String> {
-    // A secret or key is not echoed into a log.
-    let shown = if name.contains("SECRET") || name.contains("KEY") {
+    // A secret or key is not echoed into a log, not even through
+    // Deserialize's message.
+    let secret = name.contains("SECRET") || name.contains("KEY");
+    let shown = if secret {
         name.to_owned()
     } else {
         format!("{name}={text}")
@@ -128,7 +130,11 @@ fn read(name: &str, key: &str, current: &Value, text: &str) -> Result<Value, Str
             }
         }
     }
-    Err(format!("{shown}: {}", first_error.unwrap_or_default()))
+    let mut why = first_error.unwrap_or_default();
+    if secret {
+        why = why.replace(text, "(the value)");
+    }
+    Err(format!("{shown}: {why}"))
 }
 
 /// What a value of the type of `current` looks like, for error messages.
