@@ -46,11 +46,18 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    // HERALD_LOG=error|warn|info|debug|trace; warn by default.
-    let level = std::env::var("HERALD_LOG")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
+    // HERALD_LOG=off|error|warn|info|debug|trace; warn by default.
+    let warn = tracing_subscriber::filter::LevelFilter::WARN;
+    let level = match std::env::var("HERALD_LOG") {
+        Ok(v) => v.parse().unwrap_or_else(|_| {
+            eprintln!(
+                "herald: HERALD_LOG={v} is not a level (off, error, warn, info, debug, trace); \
+                 logging at warn"
+            );
+            warn
+        }),
+        Err(_) => warn,
+    };
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)

@@ -14,7 +14,7 @@ pub(crate) struct Args {
     #[arg(long)]
     config: Option<PathBuf>,
     /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long)]
+    #[arg(long, value_name = "HOST:PORT")]
     listen: Option<SocketAddr>,
     /// HMAC secret for connection tokens (JWT HS256); makes tokens required.
     #[arg(long)]
@@ -22,7 +22,8 @@ pub(crate) struct Args {
     /// Key for the HTTP API (`Authorization: apikey <key>`).
     #[arg(long)]
     api_key: Option<String>,
-    /// An origin allowed besides the server's own (repeatable; `*` for any).
+    /// An origin allowed besides the server's own (repeatable; `*` for any;
+    /// replaces the file's and HERALD_ALLOWED_ORIGINS' list).
     #[arg(long)]
     allowed_origin: Vec<String>,
     /// Most concurrent connections.
@@ -36,14 +37,23 @@ pub(crate) struct Args {
     threads: Option<usize>,
 }
 
-/// Defaults, then the file, then `HERALD_*` variables, then flags.
-fn config(args: &Args) -> Result<ServerConfig, BoxError> {
+/// Defaults, then the file, then `HERALD_*` variables (`vars`), then flags;
+/// each layer replaces what the one before it set (a list included).
+fn config(
+    args: &Args,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> Result<ServerConfig, BoxError> {
     let mut config = match &args.config {
-        Some(path) => ServerConfig::from_toml(&std::fs::read_to_string(path)?)
-            .map_err(|e| format!("{}: {e}", path.display()))?,
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                format!("cannot read the configuration file {}: {e}", path.display())
+            })?;
+            // toml's message carries the line and column.
+            ServerConfig::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?
+        }
         None => ServerConfig::default(),
     };
-    config.apply_env(std::env::vars())?;
+    config.apply_env(vars)?;
     if let Some(l) = args.listen {
         config.listen = l;
     }
@@ -53,9 +63,9 @@ fn config(args: &Args) -> Result<ServerConfig, BoxError> {
     if let Some(k) = &args.api_key {
         config.api_key = Some(k.clone());
     }
-    config
-        .allowed_origins
-        .extend(args.allowed_origin.iter().cloned());
+    if !args.allowed_origin.is_empty() {
+        config.allowed_origins = args.allowed_origin.clone();
+    }
     if let Some(n) = args.max_connections {
         config.max_connections = n;
     }
@@ -66,8 +76,21 @@ fn config(args: &Args) -> Result<ServerConfig, BoxError> {
     Ok(config)
 }
 
+/// The `HERALD_*` variables of the environment. `std::env::vars` would
+/// panic on any variable that is not UTF-8, ours or not.
+fn herald_vars() -> Result<Vec<(String, String)>, String> {
+    std::env::vars_os()
+        .filter(|(k, _)| k.as_encoded_bytes().starts_with(b"HERALD_"))
+        .map(|(k, v)| match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => Ok((k, v)),
+            (Ok(k), Err(_)) => Err(format!("{k}: the value is not valid UTF-8")),
+            (Err(k), _) => Err(format!("{}: not a valid name", k.to_string_lossy())),
+        })
+        .collect()
+}
+
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
-    let config = config(&args)?;
+    let config = config(&args, herald_vars()?)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -119,4 +142,132 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = tokio::signal::ctrl_c().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn parse(argv: &[&str]) -> Args {
+        Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
+            .unwrap()
+            .args
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A file that removes itself.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        fn new(name: &str, text: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("herald-{}-{name}", std::process::id()));
+            std::fs::write(&path, text).unwrap();
+            Self(path)
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+
+    #[test]
+    fn defaults_then_file_then_env_then_flags() {
+        let file = TempFile::new(
+            "layers.toml",
+            "listen = \"127.0.0.1:1111\"\nmax_connections = 5\nmax_subscriptions = 6\n\
+             allowed_origins = [\"https://file.example\"]\n",
+        );
+        let path = file.0.to_str().unwrap();
+        let env = vars(&[
+            ("HERALD_LISTEN", "127.0.0.1:2222"),
+            ("HERALD_MAX_SUBSCRIPTIONS", "7"),
+            ("HERALD_ALLOWED_ORIGINS", "https://env.example"),
+        ]);
+
+        let c = config(&parse(&["--config", path]), vars(&[])).unwrap();
+        assert_eq!(c.listen.port(), 1111);
+        assert_eq!(c.max_subscriptions, 6);
+        assert_eq!(c.max_commands_per_second, 100, "a default the file left");
+
+        let c = config(&parse(&["--config", path]), env.clone()).unwrap();
+        assert_eq!(c.listen.port(), 2222);
+        assert_eq!(c.max_subscriptions, 7);
+        assert_eq!(c.max_connections, 5, "from the file");
+        assert_eq!(c.allowed_origins, ["https://env.example"]);
+
+        let argv = [
+            "--config",
+            path,
+            "--listen",
+            "127.0.0.1:3333",
+            "--allowed-origin",
+            "https://flag.example",
+            "--max-connections",
+            "9",
+        ];
+        let c = config(&parse(&argv), env).unwrap();
+        assert_eq!(c.listen.port(), 3333);
+        assert_eq!(c.max_connections, 9);
+        assert_eq!(c.max_subscriptions, 7, "from the environment");
+        assert_eq!(c.allowed_origins, ["https://flag.example"]);
+    }
+
+    /// Every flag of `herald serve` has a row in docs/configuration.md's
+    /// `## Flags` table, and every row is a flag.
+    #[test]
+    fn every_flag_is_documented() {
+        use clap::CommandFactory;
+        const DOC: &str = include_str!("../../../docs/configuration.md");
+        let section = &DOC[DOC.find("\n## Flags\n").expect("## Flags")..];
+        let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+        let documented: Vec<&str> = section
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `--"))
+            .filter_map(|l| l.split([' ', '`']).next())
+            .collect();
+        let flags: Vec<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(String::from))
+            .filter(|f| f != "help")
+            .collect();
+        for f in &flags {
+            assert!(
+                documented.contains(&f.as_str()),
+                "--{f} is missing from docs/configuration.md, ## Flags"
+            );
+        }
+        for f in documented {
+            assert!(
+                flags.iter().any(|g| g == f),
+                "--{f} is documented but not a flag"
+            );
+        }
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let e = config(&parse(&["--config", "/nonexistent.toml"]), vars(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("cannot read the configuration file /nonexistent.toml: "),
+            "{e}"
+        );
+    }
 }

@@ -1,21 +1,29 @@
 //! Server settings: defaults that run with no file, overridable by a TOML
 //! file, then `HERALD_*` environment variables, then command-line flags
-//! (applied by the CLI in that order).
+//! (applied by the CLI in that order). Every key, variable and flag is
+//! listed in `docs/configuration.md`.
+
+mod env;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Everything `herald serve` needs. `ServerConfig::default()` is the
 /// embedded default: 127.0.0.1:8080, in-memory hub, demo namespaces, dev
 /// mode (no token required).
-#[derive(Debug, Clone, Deserialize)]
+///
+/// `Serialize` gives the keys and defaults their one source of truth: the
+/// `HERALD_*` variables and the documentation's completeness test are
+/// derived from it.
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct ServerConfig {
     /// Address to listen on.
+    #[serde(with = "addr")]
     pub listen: SocketAddr,
     /// HMAC secret for connection tokens (JWT HS256). When set, `connect`
     /// requires a valid token; when unset (dev mode), tokens are optional
@@ -77,7 +85,7 @@ pub struct ServerConfig {
 }
 
 /// Options of one channel namespace.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
 pub struct NamespaceConfig {
@@ -99,7 +107,7 @@ pub struct NamespaceConfig {
 }
 
 /// What to do when a slow subscriber's queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum QueuePolicy {
     /// Close the connection with 4001 "slow consumer"; it reconnects and
@@ -204,37 +212,22 @@ impl ServerConfig {
     }
 
     /// Applies `HERALD_*` environment variables (from `vars`, usually
-    /// `std::env::vars()`): LISTEN, TOKEN_SECRET, API_KEY,
-    /// ALLOWED_ORIGINS (comma-separated), MAX_CONNECTIONS,
-    /// MAX_MESSAGE_SIZE, DEMOS (true/false).
+    /// `std::env::vars()`). Every key of the file whose value is not a table
+    /// has one: `HERALD_` and the key in upper case (`HERALD_LISTEN`,
+    /// `HERALD_PING_INTERVAL`), read as that key's value in the file would
+    /// be; a list is comma-separated (`HERALD_ALLOWED_ORIGINS=https://a,https://b`).
+    /// Namespaces are set in the file only.
+    ///
+    /// A `HERALD_*` variable that names no setting is an error, so that a
+    /// misspelled `HERALD_TOKEN_SECERT` stops the server instead of starting
+    /// it without authentication; the exceptions are the variables the
+    /// herald tools read for themselves ([`ServerConfig::OTHER_VARIABLES`]).
+    /// Errors name the variable and the expected format.
     pub fn apply_env(
         &mut self,
         vars: impl IntoIterator<Item = (String, String)>,
     ) -> Result<(), String> {
-        for (key, value) in vars {
-            let Some(name) = key.strip_prefix("HERALD_") else {
-                continue;
-            };
-            let bad = |_| format!("invalid {key}: {value}");
-            match name {
-                "LISTEN" => self.listen = value.parse().map_err(|_| format!("invalid {key}"))?,
-                "TOKEN_SECRET" => self.token_secret = Some(value.clone()),
-                "API_KEY" => self.api_key = Some(value.clone()),
-                "ALLOWED_ORIGINS" => {
-                    self.allowed_origins = value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from)
-                        .collect()
-                }
-                "MAX_CONNECTIONS" => self.max_connections = value.parse().map_err(bad)?,
-                "MAX_MESSAGE_SIZE" => self.max_message_size = value.parse().map_err(bad)?,
-                "DEMOS" => self.demos = value.parse().map_err(|_| format!("invalid {key}"))?,
-                _ => {}
-            }
-        }
-        Ok(())
+        env::apply(self, vars)
     }
 
     /// Checks settings that depend on each other; the error names them.
@@ -248,6 +241,18 @@ impl ServerConfig {
         }
         Ok(())
     }
+
+    /// `HERALD_*` variables that are not settings of the server, so
+    /// [`ServerConfig::apply_env`] passes over them: `HERALD_LOG` (the
+    /// `herald` binary's log level) and the repository's test tooling
+    /// (`HERALD_FUZZ_SECONDS` of `scripts/test`,
+    /// `HERALD_MANY_CONNECTIONS_URL` of herald's `many_connections` test),
+    /// which a developer's shell may export while running `herald serve`.
+    pub const OTHER_VARIABLES: &[&str] = &[
+        "HERALD_LOG",
+        "HERALD_FUZZ_SECONDS",
+        "HERALD_MANY_CONNECTIONS_URL",
+    ];
 
     /// The namespace of `channel`, if the name is valid and the namespace
     /// exists. Channel names: 1-255 bytes of `[A-Za-z0-9_.:@/-]`.
@@ -267,10 +272,35 @@ impl ServerConfig {
     }
 }
 
+/// A socket address whose parse error says what one looks like (serde's
+/// own says only "invalid socket address syntax").
+mod addr {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(a: &SocketAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(a)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+        let text = String::deserialize(d)?;
+        text.parse().map_err(|_| {
+            serde::de::Error::custom(format!(
+                "invalid address `{text}`: expected host:port, like 127.0.0.1:8080 or [::1]:8080"
+            ))
+        })
+    }
+}
+
 mod secs {
     use std::time::Duration;
 
-    use serde::{Deserialize, Deserializer};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let secs = f64::deserialize(d)?;
