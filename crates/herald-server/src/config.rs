@@ -4,9 +4,12 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::auth::TokenAlgorithm;
 
 /// Everything `herald serve` needs. `ServerConfig::default()` is the
 /// embedded default: 127.0.0.1:8080, in-memory hub, demo namespaces, dev
@@ -17,10 +20,26 @@ use serde::Deserialize;
 pub struct ServerConfig {
     /// Address to listen on.
     pub listen: SocketAddr,
-    /// HMAC secret for connection tokens (JWT HS256). When set, `connect`
-    /// requires a valid token; when unset (dev mode), tokens are optional
-    /// and every channel is allowed.
+    /// HMAC secret for connection tokens (JWT HS256, or HS384/HS512 by
+    /// `token_algorithm`). When this or `token_public_key` is set,
+    /// `connect` requires a valid token; when neither is (dev mode), tokens
+    /// are optional and every channel is allowed. Use at least 32 random
+    /// bytes: a shorter secret draws a startup warning.
     pub token_secret: Option<String>,
+    /// The signature algorithm of connection tokens: `"HS256"` (default),
+    /// `"HS384"` or `"HS512"` with `token_secret`; `"RS256"` or `"ES256"`
+    /// with `token_public_key`. A token whose header names another `alg` is
+    /// refused: the token never chooses.
+    pub token_algorithm: TokenAlgorithm,
+    /// Path of the PEM file with the public key that verifies RS256 or
+    /// ES256 tokens (`-----BEGIN PUBLIC KEY-----`; for RS256 also
+    /// `RSA PUBLIC KEY`). Read once at startup. Default: none.
+    pub token_public_key: Option<PathBuf>,
+    /// Clock skew allowed when checking a token's `exp`, `nbf` and `iat`,
+    /// in seconds (default 30). A connection is closed with 4005 once its
+    /// token's `exp` plus this leeway has passed, unless it refreshed.
+    #[serde(with = "secs")]
+    pub token_leeway: Duration,
     /// Key for the HTTP API (`Authorization: apikey <key>`). When unset,
     /// the API accepts requests from loopback addresses only.
     pub api_key: Option<String>,
@@ -145,6 +164,9 @@ impl Default for ServerConfig {
         Self {
             listen: ([127, 0, 0, 1], 8080).into(),
             token_secret: None,
+            token_algorithm: TokenAlgorithm::HS256,
+            token_public_key: None,
+            token_leeway: crate::auth::DEFAULT_LEEWAY,
             api_key: None,
             allowed_origins: Vec::new(),
             max_connections: 100_000,
@@ -179,7 +201,8 @@ impl ServerConfig {
     }
 
     /// Applies `HERALD_*` environment variables (from `vars`, usually
-    /// `std::env::vars()`): LISTEN, TOKEN_SECRET, API_KEY,
+    /// `std::env::vars()`): LISTEN, TOKEN_SECRET, TOKEN_ALGORITHM,
+    /// TOKEN_PUBLIC_KEY, TOKEN_LEEWAY (seconds), API_KEY,
     /// ALLOWED_ORIGINS (comma-separated), MAX_CONNECTIONS,
     /// MAX_MESSAGE_SIZE, DEMOS (true/false).
     pub fn apply_env(
@@ -194,6 +217,13 @@ impl ServerConfig {
             match name {
                 "LISTEN" => self.listen = value.parse().map_err(|_| format!("invalid {key}"))?,
                 "TOKEN_SECRET" => self.token_secret = Some(value.clone()),
+                "TOKEN_ALGORITHM" => {
+                    self.token_algorithm = value.parse().map_err(|e| format!("{key}: {e}"))?
+                }
+                "TOKEN_PUBLIC_KEY" => self.token_public_key = Some(value.clone().into()),
+                "TOKEN_LEEWAY" => {
+                    self.token_leeway = Duration::from_secs(value.parse().map_err(bad)?)
+                }
                 "API_KEY" => self.api_key = Some(value.clone()),
                 "ALLOWED_ORIGINS" => {
                     self.allowed_origins = value
@@ -210,6 +240,13 @@ impl ServerConfig {
             }
         }
         Ok(())
+    }
+
+    /// What an operator should hear about at startup: settings that work
+    /// but are unsafe (an HMAC token secret shorter than 32 bytes).
+    /// `Server::new` logs each; `herald serve` prints them in its banner.
+    pub fn warnings(&self) -> Vec<String> {
+        crate::auth::warnings(self)
     }
 
     /// The namespace of `channel`, if the name is valid and the namespace

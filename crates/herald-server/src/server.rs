@@ -51,6 +51,15 @@ impl Server {
             .handshake_timeout(config.handshake_timeout)
             .deflate(Some(herald::DeflateConfig::default()));
         let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
+        for warning in hub.config().warnings() {
+            tracing::warn!("{warning}");
+        }
+        // Fail closed: `herald serve` stops before this with the same
+        // error (`TokenVerifier::from_config`); an embedder that did not
+        // check gets a server that lets nobody in, and this log line.
+        if let Err(e) = hub.tokens() {
+            tracing::error!("connection tokens: {e}; every connect is refused");
+        }
         Self {
             hub,
             acceptor: Acceptor::new(ws_config),

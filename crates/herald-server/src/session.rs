@@ -29,6 +29,7 @@ enum Step {
     Closed,
     Kicked(u16, String),
     SlowConsumer,
+    TokenExpired,
 }
 
 /// Runs a connection to its end.
@@ -38,8 +39,8 @@ where
 {
     hub.metrics().connection_opened();
     let timeout = hub.config().handshake_timeout;
-    let client = match tokio::time::timeout(timeout, connect(&hub, &mut ws)).await {
-        Ok(Ok(client)) => client,
+    let (client, exp) = match tokio::time::timeout(timeout, connect(&hub, &mut ws)).await {
+        Ok(Ok(connected)) => connected,
         Ok(Err((code, reason))) => {
             let _ = ws.close(CloseCode(code), reason).await;
             hub.metrics().connection_closed();
@@ -53,18 +54,19 @@ where
             return;
         }
     };
-    serve(&hub, &client, &mut ws).await;
+    serve(&hub, &client, &mut ws, exp).await;
     for (ns, endpoint) in hub.unregister(&client) {
         endpoint.on_close(&hub, &Session::new(client.clone()), &ns);
     }
     hub.metrics().connection_closed();
 }
 
-/// Waits for the `connect` command and registers the client.
+/// Waits for the `connect` command and registers the client; also returns
+/// the token's `exp`.
 async fn connect<S>(
     hub: &Arc<Hub>,
     ws: &mut herald::WebSocket<S>,
-) -> Result<Arc<Client>, (u16, &'static str)>
+) -> Result<(Arc<Client>, Option<u64>), (u16, &'static str)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -81,15 +83,29 @@ where
     let Method::Connect(params) = command.method else {
         return Err((close::BAD_REQUEST, "connect first"));
     };
-    let (user, name, allowed) = match (&hub.config().token_secret, params.token) {
-        (Some(secret), Some(token)) => {
-            let claims = auth::verify(&token, secret.as_bytes(), auth::unix_now())
-                .map_err(|_| (close::UNAUTHORIZED, "invalid token"))?;
-            (claims.sub, claims.name.or(params.name), claims.channels)
+    let (user, name, allowed, exp) = match (hub.tokens(), params.token) {
+        (Ok(Some(verifier)), Some(token)) => {
+            let claims = verifier.verify(&token, auth::unix_now()).map_err(|e| {
+                tracing::info!(check = %e, "connect refused: invalid token");
+                (close::UNAUTHORIZED, e.close_reason())
+            })?;
+            (
+                claims.sub,
+                claims.name.or(params.name),
+                claims.channels,
+                claims.exp,
+            )
         }
-        (Some(_), None) => return Err((close::UNAUTHORIZED, "token required")),
+        (Ok(Some(_)), None) => return Err((close::UNAUTHORIZED, "token required")),
         // Dev mode: anyone, every channel.
-        (None, _) => (String::new(), params.name, None),
+        (Ok(None), _) => (String::new(), params.name, None, None),
+        // Logged once by `Server::new`.
+        (Err(_), _) => {
+            return Err((
+                CloseCode::INTERNAL_ERROR.0,
+                "token verification unavailable",
+            ));
+        }
     };
     let client = hub.register(user, name, allowed);
     let result = serde_json::json!({
@@ -98,7 +114,7 @@ where
         "ping": hub.config().ping_interval.as_secs(),
     });
     push_reply(&client, protocol::reply(command.id, &result));
-    Ok(client)
+    Ok((client, exp))
 }
 
 fn push_reply(client: &Client, text: String) {
@@ -114,10 +130,18 @@ fn push_reply(client: &Client, text: String) {
     );
 }
 
-async fn serve<S>(hub: &Arc<Hub>, client: &Arc<Client>, ws: &mut herald::WebSocket<S>)
-where
+async fn serve<S>(
+    hub: &Arc<Hub>,
+    client: &Arc<Client>,
+    ws: &mut herald::WebSocket<S>,
+    exp: Option<u64>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut expiry = auth::Expiry::default();
+    if let Ok(Some(verifier)) = hub.tokens() {
+        expiry.set(exp, verifier.leeway(), auth::unix_now());
+    }
     let mut batch = Vec::new();
     let mut limiter = RateLimiter::new(hub.config().max_commands_per_second);
     let high_water = herald::Config::default().write_high_water;
@@ -128,6 +152,9 @@ where
                     client.kick.lock().unwrap_or_else(|p| p.into_inner()).take()
                 {
                     return Poll::Ready(Step::Kicked(code, reason));
+                }
+                if expiry.poll(cx).is_ready() {
+                    return Poll::Ready(Step::TokenExpired);
                 }
                 // Whether the outbox said "empty" (and so holds our waker).
                 let mut outbox_waits = false;
@@ -178,7 +205,7 @@ where
                     }
                     continue;
                 }
-                if let Err(reason) = handle(hub, client, &text) {
+                if let Err(reason) = handle(hub, client, &mut expiry, &text) {
                     let _ = ws.close(CloseCode(close::BAD_REQUEST), reason).await;
                     return;
                 }
@@ -200,6 +227,13 @@ where
                     .await;
                 return;
             }
+            Step::TokenExpired => {
+                tracing::info!(client = %client.info.client, "closed: token expired");
+                let _ = ws
+                    .close(CloseCode(close::TOKEN_EXPIRED), "token expired")
+                    .await;
+                return;
+            }
         }
     }
 }
@@ -215,7 +249,12 @@ fn command_id(text: &str) -> Option<u32> {
 }
 
 /// Handles one command; `Err` closes the connection (4101).
-fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), &'static str> {
+fn handle(
+    hub: &Arc<Hub>,
+    client: &Arc<Client>,
+    expiry: &mut auth::Expiry,
+    text: &str,
+) -> Result<(), &'static str> {
     let command: protocol::Command = match serde_json::from_str(text) {
         Ok(c) => c,
         Err(_) => {
@@ -268,8 +307,40 @@ fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), &'stat
             Err(ErrorCode::PermissionDenied)
         }),
         Method::Ping(_) => reply(Ok(serde_json::json!({}))),
+        Method::Refresh(params) => reply(refresh(hub, client, expiry, &params.token)),
     }
     Ok(())
+}
+
+/// Replaces the connection's token: a valid token for the same user moves
+/// the connection's expiry to the new `exp`. The channels and name stay
+/// those of the `connect` token.
+fn refresh(
+    hub: &Arc<Hub>,
+    client: &Arc<Client>,
+    expiry: &mut auth::Expiry,
+    token: &str,
+) -> Result<serde_json::Value, ErrorCode> {
+    let verifier = match hub.tokens() {
+        Ok(Some(verifier)) => verifier,
+        // Dev mode: tokens are not checked and nothing expires.
+        Ok(None) => return Ok(serde_json::json!({})),
+        Err(_) => return Err(ErrorCode::Unauthorized),
+    };
+    let now = auth::unix_now();
+    let claims = verifier.verify(token, now).map_err(|e| {
+        tracing::info!(client = %client.info.client, check = %e, "refresh refused: invalid token");
+        ErrorCode::Unauthorized
+    })?;
+    if claims.sub != client.info.user {
+        tracing::info!(client = %client.info.client, "refresh refused: token for another user");
+        return Err(ErrorCode::PermissionDenied);
+    }
+    expiry.set(claims.exp, verifier.leeway(), now);
+    Ok(match claims.exp {
+        Some(exp) => serde_json::json!({ "expires": exp }),
+        None => serde_json::json!({}),
+    })
 }
 
 fn publish(
