@@ -19,6 +19,14 @@ pub(crate) struct Args {
     /// HMAC secret for connection tokens (JWT HS256); makes tokens required.
     #[arg(long)]
     token_secret: Option<String>,
+    /// Token signature algorithm: HS256 (default), HS384, HS512 (with
+    /// --token-secret), RS256 or ES256 (with --token-public-key).
+    #[arg(long)]
+    token_algorithm: Option<herald_server::TokenAlgorithm>,
+    /// PEM file with the public key for RS256/ES256 tokens; makes tokens
+    /// required.
+    #[arg(long)]
+    token_public_key: Option<PathBuf>,
     /// Key for the HTTP API (`Authorization: apikey <key>`).
     #[arg(long)]
     api_key: Option<String>,
@@ -50,6 +58,12 @@ fn config(args: &Args) -> Result<ServerConfig, BoxError> {
     if let Some(s) = &args.token_secret {
         config.token_secret = Some(s.clone());
     }
+    if let Some(a) = args.token_algorithm {
+        config.token_algorithm = a;
+    }
+    if let Some(p) = &args.token_public_key {
+        config.token_public_key = Some(p.clone());
+    }
     if let Some(k) = &args.api_key {
         config.api_key = Some(k.clone());
     }
@@ -67,18 +81,22 @@ fn config(args: &Args) -> Result<ServerConfig, BoxError> {
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     let config = config(&args)?;
+    // A key that does not load stops startup here, naming the setting.
+    let tokens = herald_server::TokenVerifier::from_config(&config)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     crate::runtime(threads)?.block_on(async move {
         let listener = crate::listen(config.listen)?;
         let addr = listener.local_addr()?;
-        let mode = if config.token_secret.is_some() {
-            "tokens required"
-        } else {
-            "dev mode: no token required"
+        let mode = match &tokens {
+            Some(v) => format!("tokens required, {}", v.algorithm().name()),
+            None => "dev mode: no token required".into(),
         };
         eprintln!("herald serve: http://{addr}/ ({mode})");
+        for warning in config.warnings() {
+            eprintln!("  warning    {warning}");
+        }
         eprintln!("  websocket  ws://{addr}{}", herald_server::WEBSOCKET_PATH);
         eprintln!("  demos      http://{addr}/demo/chat  /demo/quotes  /demo/game");
         eprintln!("  api        POST http://{addr}/api/publish   metrics  http://{addr}/metrics");
