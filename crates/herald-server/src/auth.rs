@@ -424,15 +424,15 @@ pub(crate) struct Expiry {
 
 impl Expiry {
     /// Arms the timer for `exp` (plus `leeway`), or disarms it for a token
-    /// without `exp`. The seconds left are read off the wall clock
-    /// (`now`, Unix seconds) once and counted down on tokio's clock, so a
-    /// test's paused clock drives it.
-    pub(crate) fn set(&mut self, exp: Option<u64>, leeway: u64, now: u64) {
-        self.sleep = exp.map(|exp| {
-            let left = exp.saturating_add(leeway).saturating_sub(now);
-            // tokio clamps a deadline past its range to "far future".
-            Box::pin(tokio::time::sleep(Duration::from_secs(left)))
-        });
+    /// without `exp`; returns the seconds left (the `ttl` of the connect
+    /// and refresh results). They are read off the wall clock (`now`, Unix
+    /// seconds) once and counted down on tokio's clock, so a test's paused
+    /// clock drives the timer.
+    pub(crate) fn set(&mut self, exp: Option<u64>, leeway: u64, now: u64) -> Option<u64> {
+        let left = exp.map(|exp| exp.saturating_add(leeway).saturating_sub(now));
+        // tokio clamps a deadline past its range to "far future".
+        self.sleep = left.map(|left| Box::pin(tokio::time::sleep(Duration::from_secs(left))));
+        left
     }
 
     /// Ready once the token has expired; never without `exp`.

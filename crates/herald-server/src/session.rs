@@ -39,7 +39,7 @@ where
 {
     hub.metrics().connection_opened();
     let timeout = hub.config().handshake_timeout;
-    let (client, exp) = match tokio::time::timeout(timeout, connect(&hub, &mut ws)).await {
+    let (client, expiry) = match tokio::time::timeout(timeout, connect(&hub, &mut ws)).await {
         Ok(Ok(connected)) => connected,
         Ok(Err((code, reason))) => {
             let _ = ws.close(CloseCode(code), reason).await;
@@ -54,7 +54,7 @@ where
             return;
         }
     };
-    serve(&hub, &client, &mut ws, exp).await;
+    serve(&hub, &client, &mut ws, expiry).await;
     for (ns, endpoint) in hub.unregister(&client) {
         endpoint.on_close(&hub, &Session::new(client.clone()), &ns);
     }
@@ -62,11 +62,11 @@ where
 }
 
 /// Waits for the `connect` command and registers the client; also returns
-/// the token's `exp`.
+/// the timer of the token's `exp`.
 async fn connect<S>(
     hub: &Arc<Hub>,
     ws: &mut herald::WebSocket<S>,
-) -> Result<(Arc<Client>, Option<u64>), (u16, &'static str)>
+) -> Result<(Arc<Client>, auth::Expiry), (u16, &'static str)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -108,13 +108,19 @@ where
         }
     };
     let client = hub.register(user, name, allowed);
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "client": client.info.client,
         "version": env!("CARGO_PKG_VERSION"),
         "ping": hub.config().ping_interval.as_secs(),
     });
+    let mut expiry = auth::Expiry::default();
+    if let (Ok(Some(verifier)), Some(exp)) = (hub.tokens(), exp) {
+        let ttl = expiry.set(Some(exp), verifier.leeway(), auth::unix_now());
+        result["expires"] = exp.into();
+        result["ttl"] = ttl.into();
+    }
     push_reply(&client, protocol::reply(command.id, &result));
-    Ok((client, exp))
+    Ok((client, expiry))
 }
 
 fn push_reply(client: &Client, text: String) {
@@ -134,14 +140,10 @@ async fn serve<S>(
     hub: &Arc<Hub>,
     client: &Arc<Client>,
     ws: &mut herald::WebSocket<S>,
-    exp: Option<u64>,
+    mut expiry: auth::Expiry,
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut expiry = auth::Expiry::default();
-    if let Ok(Some(verifier)) = hub.tokens() {
-        expiry.set(exp, verifier.leeway(), auth::unix_now());
-    }
     let mut batch = Vec::new();
     let mut limiter = RateLimiter::new(hub.config().max_commands_per_second);
     let high_water = herald::Config::default().write_high_water;
@@ -336,10 +338,10 @@ fn refresh(
         tracing::info!(client = %client.info.client, "refresh refused: token for another user");
         return Err(ErrorCode::PermissionDenied);
     }
-    expiry.set(claims.exp, verifier.leeway(), now);
-    Ok(match claims.exp {
-        Some(exp) => serde_json::json!({ "expires": exp }),
-        None => serde_json::json!({}),
+    let ttl = expiry.set(claims.exp, verifier.leeway(), now);
+    Ok(match (claims.exp, ttl) {
+        (Some(exp), Some(ttl)) => serde_json::json!({ "expires": exp, "ttl": ttl }),
+        _ => serde_json::json!({}),
     })
 }
 

@@ -289,9 +289,15 @@ async fn a_connection_is_closed_with_4005_when_its_token_expires() {
     config.token_leeway = Duration::from_secs(30);
     let server = TestServer::start(config).await;
     let start = tokio::time::Instant::now();
-    let mut c = server
-        .client(json!({"token": alice_until(unix_now() + 60)}))
-        .await;
+    let exp = unix_now() + 60;
+    let mut c = server.client(json!({"token": alice_until(exp)})).await;
+    assert_eq!(c.connected["expires"], exp);
+    let ttl = c.connected["ttl"].as_u64().expect("connect result has ttl");
+    assert!(
+        (89..=90).contains(&ttl),
+        "exp + leeway - now: {}",
+        c.connected
+    );
     c.ok("ping", json!({})).await;
     let frame = closed_within(&mut c.ws, Duration::from_secs(3600))
         .await
@@ -313,6 +319,7 @@ async fn a_connection_is_closed_with_4005_when_its_token_expires() {
 
     // A token without exp does not expire.
     let mut c = server.client(json!({"token": hs256(&alice())})).await;
+    assert!(c.connected.get("expires").is_none(), "{}", c.connected);
     assert!(
         closed_within(&mut c.ws, Duration::from_secs(3600))
             .await
@@ -333,7 +340,10 @@ async fn refresh_moves_the_expiry_to_the_new_tokens() {
 
     let exp = unix_now() + 3600;
     let result = c.ok("refresh", json!({"token": alice_until(exp)})).await;
-    assert_eq!(result, json!({"expires": exp}));
+    // ttl: seconds until the server closes, exp plus the (zero) leeway.
+    assert_eq!(result["expires"], exp);
+    let ttl = result["ttl"].as_u64().expect("ttl");
+    assert!((3599..=3600).contains(&ttl), "{result}");
     // Past the first token's exp: still open and serving.
     assert!(
         closed_within(&mut c.ws, Duration::from_secs(600))
