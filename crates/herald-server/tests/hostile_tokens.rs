@@ -434,3 +434,45 @@ async fn refresh_in_dev_mode_is_a_no_op() {
     drop(c);
     server.stop().await;
 }
+
+#[test]
+fn token_settings_from_toml_and_environment() {
+    let c = ServerConfig::from_toml(
+        r#"
+        token_algorithm = "ES256"
+        token_public_key = "/etc/herald/es256.pem"
+        token_leeway = 5
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.token_algorithm, TokenAlgorithm::ES256);
+    assert_eq!(c.token_public_key, Some("/etc/herald/es256.pem".into()));
+    assert_eq!(c.token_leeway, Duration::from_secs(5));
+    let e = ServerConfig::from_toml(r#"token_algorithm = "none""#).unwrap_err();
+    assert!(e.contains("none"), "{e}");
+
+    let defaults = ServerConfig::default();
+    assert_eq!(
+        (defaults.token_algorithm, defaults.token_leeway),
+        (TokenAlgorithm::HS256, Duration::from_secs(30))
+    );
+    let mut c = ServerConfig::default();
+    let var = |k: &str, v: &str| (k.to_string(), v.to_string());
+    c.apply_env([
+        var("HERALD_TOKEN_ALGORITHM", "RS256"),
+        var("HERALD_TOKEN_PUBLIC_KEY", "/k.pem"),
+        var("HERALD_TOKEN_LEEWAY", "10"),
+    ])
+    .unwrap();
+    assert_eq!(c.token_algorithm, TokenAlgorithm::RS256);
+    assert_eq!(c.token_public_key, Some("/k.pem".into()));
+    assert_eq!(c.token_leeway, Duration::from_secs(10));
+    let e = c
+        .apply_env([var("HERALD_TOKEN_ALGORITHM", "none")])
+        .unwrap_err();
+    assert!(
+        e.contains("HERALD_TOKEN_ALGORITHM"),
+        "names the variable: {e}"
+    );
+    assert!(c.apply_env([var("HERALD_TOKEN_LEEWAY", "soon")]).is_err());
+}
