@@ -31,11 +31,6 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::ServerConfig;
 
-/// HMAC secrets shorter than this draw a startup warning: RFC 7518 3.2
-/// says "A key of the same size as the hash output (for instance, 256 bits
-/// for "HS256") or larger MUST be used with this algorithm."
-pub(crate) const MIN_SECRET_LEN: usize = 32;
-
 /// What a valid token says.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Claims {
@@ -172,6 +167,18 @@ impl TokenAlgorithm {
         matches!(self, Self::HS256 | Self::HS384 | Self::HS512)
     }
 
+    /// The shortest HMAC secret that does not draw a startup warning, in
+    /// bytes: RFC 7518 3.2, "A key of the same size as the hash output (for
+    /// instance, 256 bits for "HS256") or larger MUST be used with this
+    /// algorithm."
+    fn min_secret_len(self) -> usize {
+        match self {
+            Self::HS384 => 48,
+            Self::HS512 => 64,
+            _ => 32,
+        }
+    }
+
     /// The `alg` header value.
     pub fn name(self) -> &'static str {
         match self {
@@ -274,6 +281,9 @@ impl TokenVerifier {
                 "token_secret and token_public_key are both set: use one (the secret for HS256/384/512, the public key for RS256/ES256)"
                     .into(),
             ),
+            (Some(secret), None) if secret.is_empty() => {
+                Err("token_secret is empty: set a secret of at least 32 random bytes".into())
+            }
             (Some(secret), None) if algorithm.is_hmac() => {
                 Self::new(algorithm, secret.as_bytes(), leeway).map(Some)
             }
@@ -446,10 +456,12 @@ impl Expiry {
 
 /// Startup warnings about the token configuration.
 pub(crate) fn warnings(config: &ServerConfig) -> Vec<String> {
+    let min = config.token_algorithm.min_secret_len();
     match &config.token_secret {
-        Some(secret) if secret.len() < MIN_SECRET_LEN => vec![format!(
-            "token_secret is {} bytes; HMAC secrets should be at least {MIN_SECRET_LEN} random bytes (RFC 7518 3.2), or tokens can be forged by guessing it",
-            secret.len()
+        Some(secret) if secret.len() < min => vec![format!(
+            "token_secret is {} bytes; {} secrets should be at least {min} random bytes (RFC 7518 3.2), or tokens can be forged by guessing it",
+            secret.len(),
+            config.token_algorithm.name(),
         )],
         _ => Vec::new(),
     }
@@ -577,6 +589,15 @@ mod tests {
         assert!(w[0].contains("6 bytes"), "{w:?}");
         assert!(!w[0].contains("s3cret"), "never the secret: {w:?}");
         c.token_secret = Some("x".repeat(32));
+        assert!(warnings(&c).is_empty());
+        // RFC 7518 3.2: as long as the hash output.
+        c.token_algorithm = TokenAlgorithm::HS512;
+        assert!(
+            warnings(&c)[0].contains("at least 64"),
+            "{:?}",
+            warnings(&c)
+        );
+        c.token_secret = Some("x".repeat(64));
         assert!(warnings(&c).is_empty());
     }
 }

@@ -24,7 +24,8 @@ pub struct ServerConfig {
     /// `token_algorithm`). When this or `token_public_key` is set,
     /// `connect` requires a valid token; when neither is (dev mode), tokens
     /// are optional and every channel is allowed. Use at least 32 random
-    /// bytes: a shorter secret draws a startup warning.
+    /// bytes (48 for HS384, 64 for HS512): a shorter secret draws a
+    /// startup warning; an empty one is a startup error.
     pub token_secret: Option<String>,
     /// The signature algorithm of connection tokens: `"HS256"` (default),
     /// `"HS384"` or `"HS512"` with `token_secret`; `"RS256"` or `"ES256"`

@@ -247,6 +247,9 @@ fn a_key_that_does_not_fit_the_algorithm_is_a_startup_error() {
         c.token_secret = Some(SECRET.into());
     });
     assert!(!e.contains(SECRET), "never the secret: {e}");
+    // An empty secret would let anyone sign with the empty key.
+    let e = error(&|c| c.token_secret = Some(String::new()));
+    assert!(e.contains("empty"), "{e}");
 
     // Dev mode, and the valid combinations.
     assert!(
