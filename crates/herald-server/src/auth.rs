@@ -26,6 +26,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -254,6 +255,20 @@ impl TokenVerifier {
             TokenAlgorithm::ES256 => DecodingKey::from_ec_pem(key),
         }
         .map_err(|e| format!("{} key: {e}", algorithm.name()))?;
+        // The crate parses a key's contents lazily (an RSA key at every
+        // verify): parse it now, so that a bad key is a startup error
+        // rather than every token's "bad signature".
+        if !algorithm.is_hmac() {
+            let bad = |e: jsonwebtoken::errors::Error| format!("{} key: {e}", algorithm.name());
+            let jwk = Jwk::from_decoding_key(&key, Some(algorithm.jwt())).map_err(bad)?;
+            if let AlgorithmParameters::EllipticCurve(ec) = &jwk.algorithm
+                && ec.curve != EllipticCurve::P256
+            {
+                return Err(format!("ES256 key: a {:?} key, not P-256", ec.curve));
+            }
+            // Checks that an EC point is on its curve.
+            jsonwebtoken::crypto::verify("", b"", &key, algorithm.jwt()).map_err(bad)?;
+        }
         let mut validation = Validation::new(algorithm.jwt());
         // Time claims are checked by `verify` with the caller's clock.
         validation.required_spec_claims.clear();
@@ -578,6 +593,28 @@ mod tests {
             // The same key, another HMAC: the configuration decides.
             assert_eq!(hs256(b"k").verify(&token, 0), Err(TokenError::Algorithm));
         }
+    }
+
+    #[test]
+    fn a_key_that_does_not_parse_is_refused_up_front() {
+        // Well-formed PEM and SubjectPublicKeyInfo (rsaEncryption), but the
+        // RSAPublicKey inside is `SEQUENCE { INTEGER 5 }`: no exponent.
+        let broken_rsa = b"-----BEGIN PUBLIC KEY-----
+MBcwDQYJKoZIhvcNAQEBBQADBgAwAwIBBQ==
+-----END PUBLIC KEY-----
+";
+        let e = TokenVerifier::new(TokenAlgorithm::RS256, broken_rsa, DEFAULT_LEEWAY).unwrap_err();
+        assert!(e.starts_with("RS256 key"), "{e}");
+        assert!(TokenVerifier::new(TokenAlgorithm::ES256, b"not PEM", DEFAULT_LEEWAY).is_err());
+        // A P-384 key for ES256 (RFC 7518 3.4: ES256 is P-256).
+        let p384 = b"-----BEGIN PUBLIC KEY-----
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAErqdpZAzmhZGz1zC+gJ0UDqjkE23rmxvz
+QinqBPdVxSRkDtPQEfcwqphvZnrkg8FmjKXKCJVNB2Bx+0k3ssnuxvw9VghblQm1
+igg+zZUDc5igz+7gJ3DbcMA5How/nn4S
+-----END PUBLIC KEY-----
+";
+        let e = TokenVerifier::new(TokenAlgorithm::ES256, p384, DEFAULT_LEEWAY).unwrap_err();
+        assert!(e.contains("not P-256"), "{e}");
     }
 
     #[test]
