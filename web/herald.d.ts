@@ -41,6 +41,10 @@ export interface ConnectResult {
   version: string;
   /** Heartbeat interval in seconds. */
   ping: number;
+  /** The token's `exp` (seconds since the Unix epoch), when it has one. */
+  expires?: number;
+  /** Seconds until the server closes the connection (4005) unless it is refreshed; with `expires`. */
+  ttl?: number;
 }
 
 export interface SubscriptionHandlers<T = unknown> {
@@ -72,11 +76,15 @@ export class HeraldError extends Error {
 export type State = "disconnected" | "connecting" | "connected";
 
 export interface HeraldOptions {
-  /** Connection token (JWT HS256). */
+  /** Connection token (JWT; the server's configuration fixes the algorithm). */
   token?: string;
   /** Display name, shown in presence and publication info. */
   name?: string;
-  /** Called before every connect; overrides `token`. Makes a 4100 close retryable. */
+  /**
+   * Called before every connect, and shortly before the connection's token
+   * expires (the client then sends `refresh`; see the `ttl` of the connect
+   * result). Overrides `token`. Makes 4100 and 4005 closes retryable.
+   */
   getToken?: () => string | Promise<string>;
   /** Milliseconds; default 250. */
   minReconnectDelay?: number;

@@ -17,7 +17,10 @@
 //   subscription (`onGap`) when the server could not fill the gap;
 // - an application heartbeat, since browsers cannot send WebSocket pings:
 //   a `ping` command every `ping` seconds (from the connect result), and a
-//   connection with no reply within `pingGrace` of a ping is dead.
+//   connection with no reply within `pingGrace` of a ping is dead;
+// - with `getToken`, a fresh token for every connect, and a `refresh` with
+//   a new one shortly before the server would close the connection for an
+//   expired token (the `ttl` of the connect and refresh results).
 
 /** An error reply from the server, or a local failure ("timeout", "disconnected"). */
 export class HeraldError extends Error {
@@ -56,9 +59,9 @@ const DEFAULTS = {
  */
 export function reconnectDelay(code, reason, attempt, o) {
   // 1003 binary frame, 1009 too big, 4101 bad request: retrying cannot help.
-  // 4100 bad token: only with a fresh one.
+  // 4100 bad token, 4005 token expired: only with a fresh one.
   if (code === 1003 || code === 1009 || code > 4100) return null;
-  if (code === 4100 && !o.getToken) return null;
+  if ((code === 4100 || code === 4005) && !o.getToken) return null;
   const min = o.minReconnectDelay;
   const hint = code === 1001 && /retry in (\d+) ms/.exec(reason || "");
   if (hint) return Number(hint[1]) + Math.random() * min;
@@ -163,7 +166,8 @@ export class Herald {
    * @param {object} [options]
    * @param {string} [options.token] connection token (JWT)
    * @param {string} [options.name] display name, shown in presence
-   * @param {() => (string | Promise<string>)} [options.getToken] called before every connect; overrides `token`
+   * @param {() => (string | Promise<string>)} [options.getToken] called before every connect, and
+   *   before the connection's token expires (to `refresh` it); overrides `token`
    * @param {number} [options.minReconnectDelay] ms, default 250
    * @param {number} [options.maxReconnectDelay] ms, default 20000
    * @param {number} [options.timeout] ms to wait for a reply, default 10000
@@ -349,8 +353,40 @@ export class Herald {
     if (result.ping > 0) {
       this._pinger = setInterval(() => this._ping(), result.ping * 1000);
     }
+    this._scheduleRefresh(result.ttl);
     this._emit("connected", result);
     for (const sub of this.subscriptions.values()) this._subscribe(sub);
+  }
+
+  // `ttl`: seconds until the server closes this connection for an expired
+  // token (absent: never). Counted from now rather than from `expires`, so a
+  // wrong client clock does not matter. Refreshes a minute before, or half
+  // way for short-lived tokens.
+  _scheduleRefresh(ttl) {
+    if (!this.options.getToken || !(ttl > 0)) return;
+    const ms = ttl * 1000;
+    const at = Date.now() + ms - Math.min(60000, ms / 2);
+    const arm = () => {
+      const left = at - Date.now();
+      // setTimeout fires at once for delays past 2^31 - 1 ms (24.8 days).
+      if (left > 2 ** 31 - 1) return this._timer(2 ** 31 - 1, arm);
+      this._timer(Math.max(0, left), () => this._refresh());
+    };
+    arm();
+  }
+
+  // On failure the server closes with 4005 when the old token runs out, and
+  // the reconnect asks getToken again.
+  async _refresh() {
+    const ws = this._ws;
+    try {
+      const token = await this.options.getToken();
+      if (this._ws !== ws || this.state !== "connected") return;
+      const result = await this._request({ refresh: { token } });
+      if (this._ws === ws) this._scheduleRefresh(result.ttl);
+    } catch (e) {
+      if (e.code !== "disconnected") this._emit("error", e);
+    }
   }
 
   _ping() {

@@ -18,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    let harness = Harness::default();
+    let mut harness = Harness::default();
     // Each line is one command, so a seed can subscribe, publish, then
     // read history back.
     for line in text.lines() {

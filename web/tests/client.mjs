@@ -43,6 +43,8 @@ class FakeServer {
     this.ping = 25;
     this.silent = false;
     this.nextClient = 1;
+    /** Seconds until the token "expires", sent in connect and refresh results. */
+    this.ttl = undefined;
     this.onSubscribe = (_params) => ({ epoch: "e1", offset: 0 });
   }
 
@@ -95,7 +97,10 @@ class FakeServer {
   handle(socket, cmd) {
     if (socket.readyState !== 1) return;
     if (cmd.connect) {
-      socket.reply(cmd.id, { client: String(this.nextClient++), version: "test", ping: this.ping });
+      const expiry = this.ttl === undefined ? {} : { expires: 1, ttl: this.ttl };
+      socket.reply(cmd.id, { client: String(this.nextClient++), version: "test", ping: this.ping, ...expiry });
+    } else if (cmd.refresh) {
+      socket.reply(cmd.id, { expires: 2, ttl: this.ttl });
     } else if (cmd.subscribe) {
       socket.reply(cmd.id, this.onSubscribe(cmd.subscribe));
     } else if (cmd.publish && cmd.publish.channel.startsWith("quotes:")) {
@@ -141,6 +146,10 @@ const checks = {
       assertEq(reconnectDelay(code, "", 0, o), null, `no reconnect after ${code}`);
     }
     assert(reconnectDelay(4100, "", 0, { ...o, getToken: () => "t" }) !== null, "4100 retries with getToken");
+    // Token expired: the same token would be refused.
+    assertEq(reconnectDelay(4005, "token expired", 0, o), null, "no reconnect after 4005 without getToken");
+    const fresh = reconnectDelay(4005, "token expired", 0, { ...o, getToken: () => "t" });
+    assert(fresh >= 250 && fresh <= 500, `4005 retries at once with getToken: ${fresh}`);
     for (const code of [1000, 1006, 1011, 4001, 4002, 4003, 4004]) {
       for (let i = 0; i < 50; i++) {
         const d = reconnectDelay(code, "", 0, o);
@@ -176,6 +185,58 @@ const checks = {
     await until(() => client.state === "connected" && server.sockets.length === 2, 1000, "reconnect");
     assertEq(server.commands.filter((c) => c.cmd.connect).map((c) => c.cmd.connect.token), ["t1", "t2"], "tokens");
     client.disconnect();
+  },
+
+  async refreshes_token_before_expiry() {
+    let n = 0;
+    const { server, client, events } = setup({ getToken: async () => `t${++n}` });
+    // 0.3 s to live: refresh half way, and again after each refresh.
+    server.ttl = 0.3;
+    client.connect();
+    await until(() => client.state === "connected", 1000, "connected");
+    const refreshes = () => server.commands.filter((c) => c.cmd.refresh).map((c) => c.cmd.refresh.token);
+    await until(() => refreshes().length >= 2, 2000, "two refreshes");
+    assertEq(refreshes().slice(0, 2), ["t2", "t3"], "a fresh token each time");
+    assertEq(server.sockets.length, 1, "on the same connection");
+    const first = server.commands.find((c) => c.cmd.refresh);
+    assertEq(first.socket, server.sockets[0], "sent on the live socket");
+    client.disconnect();
+    const after = refreshes().length;
+    await sleep(400);
+    assertEq(refreshes().length, after, "no refresh after disconnect()");
+    assert(!events.some((x) => x.e === "error"), "no errors");
+
+    // Without getToken there is nothing to refresh with.
+    const quiet = setup({ token: "static" });
+    quiet.server.ttl = 0.1;
+    quiet.client.connect();
+    await until(() => quiet.client.state === "connected", 1000, "connected");
+    await sleep(200);
+    assertEq(quiet.server.commands.filter((c) => c.cmd.refresh).length, 0, "no refresh without getToken");
+    quiet.client.disconnect();
+  },
+
+  async reconnects_with_fresh_token_after_4005() {
+    let n = 0;
+    const { server, client, events } = setup({ getToken: () => `t${++n}` });
+    client.connect();
+    await until(() => client.state === "connected", 1000, "connected");
+    server.last.serverClose(4005, "token expired");
+    await until(() => client.state === "connected" && server.sockets.length === 2, 1000, "reconnect");
+    assertEq(server.commands.filter((c) => c.cmd.connect).map((c) => c.cmd.connect.token), ["t1", "t2"], "tokens");
+    const d = events.find((x) => x.e === "disconnected").arg;
+    assertEq(d.code, 4005, "disconnected event");
+    client.disconnect();
+
+    // A static token cannot be renewed: no reconnect.
+    const stuck = setup({ token: "static" });
+    stuck.client.connect();
+    await until(() => stuck.client.state === "connected", 1000, "connected");
+    stuck.server.last.serverClose(4005, "token expired");
+    await until(() => stuck.events.some((x) => x.e === "disconnected"), 1000, "disconnected");
+    assertEq(stuck.events.find((x) => x.e === "disconnected").arg.reconnectIn, null, "reconnectIn null");
+    await sleep(100);
+    assertEq(stuck.server.sockets.length, 1, "no new socket");
   },
 
   async error_reply_and_timeout() {

@@ -19,6 +19,14 @@ pub(crate) struct Args {
     /// HMAC secret for connection tokens (JWT HS256); makes tokens required.
     #[arg(long)]
     token_secret: Option<String>,
+    /// Token signature algorithm: HS256 (default), HS384, HS512 (with
+    /// --token-secret), RS256 or ES256 (with --token-public-key).
+    #[arg(long)]
+    token_algorithm: Option<herald_server::TokenAlgorithm>,
+    /// PEM file with the public key for RS256/ES256 tokens; makes tokens
+    /// required.
+    #[arg(long)]
+    token_public_key: Option<PathBuf>,
     /// Key for the HTTP API (`Authorization: apikey <key>`).
     #[arg(long)]
     api_key: Option<String>,
@@ -60,6 +68,12 @@ fn config(
     if let Some(s) = &args.token_secret {
         config.token_secret = Some(s.clone());
     }
+    if let Some(a) = args.token_algorithm {
+        config.token_algorithm = a;
+    }
+    if let Some(p) = &args.token_public_key {
+        config.token_public_key = Some(p.clone());
+    }
     if let Some(k) = &args.api_key {
         config.api_key = Some(k.clone());
     }
@@ -91,27 +105,31 @@ fn herald_vars() -> Result<Vec<(String, String)>, String> {
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     let config = config(&args, herald_vars()?)?;
+    // A key that does not load stops startup here, naming the setting.
+    let tokens = herald_server::TokenVerifier::from_config(&config)?;
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     crate::runtime(threads)?.block_on(async move {
         let listener = crate::listen(config.listen)?;
         let addr = listener.local_addr()?;
-        let mode = if config.token_secret.is_some() {
-            "tokens required"
-        } else {
-            "dev mode: no token required"
+        let mode = match &tokens {
+            Some(v) => format!("tokens required, {}", v.algorithm().name()),
+            None => "dev mode: no token required".into(),
         };
         eprintln!("herald serve: http://{addr}/ ({mode})");
+        for warning in config.warnings() {
+            eprintln!("  warning    {warning}");
+        }
         eprintln!("  websocket  ws://{addr}{}", herald_server::WEBSOCKET_PATH);
         if config.demos {
             eprintln!("  demos      http://{addr}/demo/chat  /demo/quotes  /demo/game");
         }
         eprintln!("  api        POST http://{addr}/api/publish   metrics  http://{addr}/metrics");
-        match (&config.api_key, &config.token_secret) {
+        match (&config.api_key, config.is_dev_mode()) {
             (Some(_), _) => eprintln!("  api auth   Authorization: apikey <api_key>"),
-            (None, Some(_)) => eprintln!("  api auth   disabled: set api_key to use the API"),
-            (None, None) => eprintln!(
+            (None, false) => eprintln!("  api auth   disabled: set api_key to use the API"),
+            (None, true) => eprintln!(
                 "  api auth   dev mode: loopback trusted without a key \
                  (never behind a reverse proxy on this host; set api_key)"
             ),

@@ -238,6 +238,8 @@ fn client_reconnect_logic() {
         "client/close_code_table",
         "client/connect_sends_name_and_token",
         "client/get_token_called_per_connect",
+        "client/refreshes_token_before_expiry",
+        "client/reconnects_with_fresh_token_after_4005",
         "client/error_reply_and_timeout",
         "client/pending_requests_rejected_on_close",
         "client/no_reconnect_at_or_above_4100",

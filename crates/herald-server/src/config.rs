@@ -7,9 +7,12 @@ mod env;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+use crate::auth::TokenAlgorithm;
 
 /// Everything `herald serve` needs. `ServerConfig::default()` is the
 /// embedded default: 127.0.0.1:8080, in-memory hub, demo namespaces, dev
@@ -25,10 +28,27 @@ pub struct ServerConfig {
     /// Address to listen on.
     #[serde(with = "addr")]
     pub listen: SocketAddr,
-    /// HMAC secret for connection tokens (JWT HS256). When set, `connect`
-    /// requires a valid token; when unset (dev mode), tokens are optional
-    /// and every channel is allowed.
+    /// HMAC secret for connection tokens (JWT HS256, or HS384/HS512 by
+    /// `token_algorithm`). When this or `token_public_key` is set,
+    /// `connect` requires a valid token; when neither is (dev mode), tokens
+    /// are optional and every channel is allowed. Use at least 32 random
+    /// bytes (48 for HS384, 64 for HS512): a shorter secret draws a
+    /// startup warning; an empty one is a startup error.
     pub token_secret: Option<String>,
+    /// The signature algorithm of connection tokens: `"HS256"` (default),
+    /// `"HS384"` or `"HS512"` with `token_secret`; `"RS256"` or `"ES256"`
+    /// with `token_public_key`. A token whose header names another `alg` is
+    /// refused: the token never chooses.
+    pub token_algorithm: TokenAlgorithm,
+    /// Path of the PEM file with the public key that verifies RS256 or
+    /// ES256 tokens (`-----BEGIN PUBLIC KEY-----`; for RS256 also
+    /// `RSA PUBLIC KEY`). Read once at startup. Default: none.
+    pub token_public_key: Option<PathBuf>,
+    /// Clock skew allowed when checking a token's `exp`, `nbf` and `iat`,
+    /// in seconds (default 30). A connection is closed with 4005 once its
+    /// token's `exp` plus this leeway has passed, unless it refreshed.
+    #[serde(with = "secs")]
+    pub token_leeway: Duration,
     /// Key for the HTTP API (`Authorization: apikey <key>`). When unset,
     /// the API accepts requests from loopback addresses only.
     pub api_key: Option<String>,
@@ -173,6 +193,9 @@ impl Default for ServerConfig {
         Self {
             listen: ([127, 0, 0, 1], 8080).into(),
             token_secret: None,
+            token_algorithm: TokenAlgorithm::HS256,
+            token_public_key: None,
+            token_leeway: crate::auth::DEFAULT_LEEWAY,
             api_key: None,
             allowed_origins: Vec::new(),
             max_connections: 100_000,
@@ -230,6 +253,13 @@ impl ServerConfig {
         env::apply(self, vars)
     }
 
+    /// The zero-config dev mode: no token key (`token_secret`,
+    /// `token_public_key`), so tokens are optional, and, without an
+    /// `api_key`, the HTTP API trusts loopback.
+    pub fn is_dev_mode(&self) -> bool {
+        self.token_secret.is_none() && self.token_public_key.is_none()
+    }
+
     /// Checks settings that depend on each other; the error names them.
     pub fn validate(&self) -> Result<(), String> {
         if self.max_message_size < self.max_publication_size.saturating_add(1024) {
@@ -253,6 +283,13 @@ impl ServerConfig {
         "HERALD_FUZZ_SECONDS",
         "HERALD_MANY_CONNECTIONS_URL",
     ];
+
+    /// What an operator should hear about at startup: settings that work
+    /// but are unsafe (an HMAC token secret shorter than 32 bytes).
+    /// `Server::new` logs each; `herald serve` prints them in its banner.
+    pub fn warnings(&self) -> Vec<String> {
+        crate::auth::warnings(self)
+    }
 
     /// The namespace of `channel`, if the name is valid and the namespace
     /// exists. Channel names: 1-255 bytes of `[A-Za-z0-9_.:@/-]`.

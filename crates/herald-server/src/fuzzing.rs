@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 pub struct Harness {
     hub: Arc<Hub>,
     client: Arc<Client>,
+    expiry: crate::auth::Expiry,
 }
 
 /// What a command did.
@@ -43,14 +44,18 @@ impl Default for Harness {
         };
         let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
         let client = hub.register("fuzz".into(), None, None);
-        Self { hub, client }
+        Self {
+            hub,
+            client,
+            expiry: crate::auth::Expiry::default(),
+        }
     }
 }
 
 impl Harness {
     /// Handles `text` as a command from the connected client.
-    pub fn command(&self, text: &str) -> Handled {
-        let close = crate::session::handle(&self.hub, &self.client, text).err();
+    pub fn command(&mut self, text: &str) -> Handled {
+        let close = crate::session::handle(&self.hub, &self.client, &mut self.expiry, text).err();
         Handled {
             sent: self.drain(),
             close,

@@ -163,6 +163,9 @@ pub struct Hub {
     /// Set by shutdown: connections registered from now on are told to go
     /// at once.
     draining: std::sync::atomic::AtomicBool,
+    /// The token verifier built from the configuration once (`None`: dev
+    /// mode); `Err` (a key that would not load) refuses every token.
+    tokens: Result<Option<crate::auth::TokenVerifier>, String>,
 }
 
 impl std::fmt::Debug for dyn Endpoint {
@@ -183,14 +186,20 @@ impl Hub {
     /// An empty hub.
     pub fn new(config: Arc<ServerConfig>, metrics: Arc<Metrics>) -> Self {
         Self {
-            config,
             channels: Mutex::default(),
             clients: Mutex::default(),
             next_client: AtomicU64::new(1),
             metrics,
             endpoints: Default::default(),
             draining: Default::default(),
+            tokens: crate::auth::TokenVerifier::from_config(&config),
+            config,
         }
+    }
+
+    /// How `connect` and `refresh` check tokens.
+    pub(crate) fn tokens(&self) -> &Result<Option<crate::auth::TokenVerifier>, String> {
+        &self.tokens
     }
 
     /// Marks the hub as draining: from now on every connection that

@@ -19,8 +19,9 @@
 //!   filled.
 //! - **One serialization per publication**, shared by all subscribers.
 //! - **At the door**: Origin allowlist, connection limit, per-connection
-//!   command rate limit, message size limit, JWT (HS256) tokens,
-//!   handshake timeout.
+//!   command rate limit, message size limit, JWT tokens (HS256/384/512,
+//!   RS256, ES256; the algorithm fixed by configuration) with expiry and
+//!   refresh on a live connection, handshake timeout.
 //! - **Operations**: Prometheus `/metrics`, `/health`, graceful drain on
 //!   shutdown.
 //!
@@ -47,7 +48,10 @@ pub mod protocol;
 mod server;
 mod session;
 
-pub use auth::{Claims, TokenError, sign as sign_token, unix_now, verify as verify_token};
+pub use auth::{
+    Claims, TokenAlgorithm, TokenError, TokenVerifier, sign as sign_token,
+    sign_with as sign_token_with, unix_now, verify as verify_token,
+};
 pub use config::{NamespaceConfig, QueuePolicy, ServerConfig};
 pub use demo::{ARENA, SYMBOLS};
 pub use endpoint::{Endpoint, Session};

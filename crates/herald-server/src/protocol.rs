@@ -35,6 +35,7 @@ struct RawCommand {
     presence: Option<ChannelParams>,
     history: Option<HistoryParams>,
     ping: Option<Empty>,
+    refresh: Option<RefreshParams>,
 }
 
 impl TryFrom<RawCommand> for Command {
@@ -49,6 +50,7 @@ impl TryFrom<RawCommand> for Command {
             raw.presence.map(Method::Presence),
             raw.history.map(Method::History),
             raw.ping.map(Method::Ping),
+            raw.refresh.map(Method::Refresh),
         ];
         let mut present = methods.into_iter().flatten();
         match (present.next(), present.next()) {
@@ -78,6 +80,8 @@ pub enum Method {
     History(HistoryParams),
     /// Application-level heartbeat (browsers cannot send WebSocket pings).
     Ping(Empty),
+    /// Replace the connection's token before its `exp` passes.
+    Refresh(RefreshParams),
 }
 
 /// No parameters.
@@ -89,12 +93,20 @@ pub struct Empty {}
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectParams {
-    /// A JWT (HS256) carrying the user id and allowed channels.
+    /// A JWT carrying the user id and allowed channels.
     #[serde(default)]
     pub token: Option<String>,
     /// A display name shown in presence.
     #[serde(default)]
     pub name: Option<String>,
+}
+
+/// Parameters of `refresh`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshParams {
+    /// A new JWT for the same `sub`; its `exp` replaces the connection's.
+    pub token: String,
 }
 
 /// Parameters naming a channel.
@@ -239,6 +251,9 @@ pub mod close {
     pub const RATE_LIMITED: u16 = 4003;
     /// No `connect` command within the handshake timeout.
     pub const CONNECT_TIMEOUT: u16 = 4004;
+    /// The connection's token expired (its `exp`, plus the server's
+    /// leeway, passed without a `refresh`). Reconnect with a fresh token.
+    pub const TOKEN_EXPIRED: u16 = 4005;
     /// The token is invalid or expired. Do not reconnect with it.
     pub const UNAUTHORIZED: u16 = 4100;
     /// A frame that is not a valid command. Do not reconnect: fix the client.

@@ -51,6 +51,15 @@ impl Server {
             .handshake_timeout(config.handshake_timeout)
             .deflate(Some(herald::DeflateConfig::default()));
         let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
+        for warning in hub.config().warnings() {
+            tracing::warn!("{warning}");
+        }
+        // Fail closed: `herald serve` stops before this with the same
+        // error (`TokenVerifier::from_config`); an embedder that did not
+        // check gets a server that lets nobody in, and this log line.
+        if let Err(e) = hub.tokens() {
+            tracing::error!("connection tokens: {e}; every connect is refused");
+        }
         Self {
             hub,
             acceptor: Acceptor::new(ws_config),
@@ -342,8 +351,8 @@ impl IntoResponse for ApiError {
 pub(crate) type ApiResult = Result<axum::Json<serde_json::Value>, ApiError>;
 
 /// Proof that the request may use the API: `Authorization: apikey <key>`,
-/// or, in the zero-config dev mode (neither `api_key` nor `token_secret`
-/// set), a loopback peer. Browsers are held to the WebSocket's Origin rule,
+/// or, in the zero-config dev mode (no `api_key`, no token key), a
+/// loopback peer. Browsers are held to the WebSocket's Origin rule,
 /// so a page on another site cannot drive a local server's API.
 struct Authorized;
 
@@ -387,10 +396,10 @@ impl FromRequestParts<Server> for Authorized {
                     "missing or wrong API key",
                 ))
             }
-            None if config.token_secret.is_some() => Err(ApiError::new(
+            None if !config.is_dev_mode() => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorCode::Unauthorized,
-                "no API key configured: with token_secret set, the API needs api_key",
+                "no API key configured: with tokens required, the API needs api_key",
             )),
             None => {
                 let peer = parts

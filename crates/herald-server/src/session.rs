@@ -33,6 +33,7 @@ enum Step {
     Closed,
     Kicked(u16, String),
     SlowConsumer,
+    TokenExpired,
 }
 
 /// How a session ended.
@@ -153,17 +154,21 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let timeout = hub.config().handshake_timeout;
-    let client = match tokio::time::timeout(timeout, connect(hub, ws)).await {
-        Ok(Ok(client)) => client,
+    let (client, expiry) = match tokio::time::timeout(timeout, connect(hub, ws)).await {
+        Ok(Ok(connected)) => connected,
         Ok(Err(end)) => return end,
         Err(_) => return End::close(close::CONNECT_TIMEOUT, "connect timeout"),
     };
     *registered = Some(client.clone());
-    serve(hub, &client, ws).await
+    serve(hub, &client, ws, expiry).await
 }
 
-/// Waits for the `connect` command and registers the client.
-async fn connect<S>(hub: &Arc<Hub>, ws: &mut herald::WebSocket<S>) -> Result<Arc<Client>, End>
+/// Waits for the `connect` command and registers the client; also returns
+/// the timer of the token's `exp`.
+async fn connect<S>(
+    hub: &Arc<Hub>,
+    ws: &mut herald::WebSocket<S>,
+) -> Result<(Arc<Client>, auth::Expiry), End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -186,24 +191,44 @@ where
             "connect first: the first command must be connect",
         ));
     };
-    let (user, name, allowed) = match (&hub.config().token_secret, params.token) {
-        (Some(secret), Some(token)) => {
-            let claims = auth::verify(&token, secret.as_bytes(), auth::unix_now())
-                .map_err(|_| End::close(close::UNAUTHORIZED, "invalid token"))?;
-            (claims.sub, claims.name.or(params.name), claims.channels)
+    let (user, name, allowed, exp) = match (hub.tokens(), params.token) {
+        (Ok(Some(verifier)), Some(token)) => {
+            let claims = verifier.verify(&token, auth::unix_now()).map_err(|e| {
+                tracing::info!(check = %e, "connect refused: invalid token");
+                End::close(close::UNAUTHORIZED, e.close_reason())
+            })?;
+            (
+                claims.sub,
+                claims.name.or(params.name),
+                claims.channels,
+                claims.exp,
+            )
         }
-        (Some(_), None) => return Err(End::close(close::UNAUTHORIZED, "token required")),
+        (Ok(Some(_)), None) => return Err(End::close(close::UNAUTHORIZED, "token required")),
         // Dev mode: anyone, every channel.
-        (None, _) => (String::new(), params.name, None),
+        (Ok(None), _) => (String::new(), params.name, None, None),
+        // Logged once by `Server::new`.
+        (Err(_), _) => {
+            return Err(End::Close(
+                CloseCode::INTERNAL_ERROR,
+                "token verification unavailable".into(),
+            ));
+        }
     };
     let client = hub.register(user, name, allowed);
-    let result = serde_json::json!({
+    let mut result = serde_json::json!({
         "client": client.info.client,
         "version": env!("CARGO_PKG_VERSION"),
         "ping": hub.config().ping_interval.as_secs(),
     });
+    let mut expiry = auth::Expiry::default();
+    if let (Ok(Some(verifier)), Some(exp)) = (hub.tokens(), exp) {
+        let ttl = expiry.set(Some(exp), verifier.leeway(), auth::unix_now());
+        result["expires"] = exp.into();
+        result["ttl"] = ttl.into();
+    }
     push_reply(&client, protocol::reply(command.id, &result));
-    Ok(client)
+    Ok((client, expiry))
 }
 
 fn push_reply(client: &Client, text: String) {
@@ -220,7 +245,12 @@ fn push_reply(client: &Client, text: String) {
     );
 }
 
-async fn serve<S>(hub: &Arc<Hub>, client: &Arc<Client>, ws: &mut herald::WebSocket<S>) -> End
+async fn serve<S>(
+    hub: &Arc<Hub>,
+    client: &Arc<Client>,
+    ws: &mut herald::WebSocket<S>,
+    mut expiry: auth::Expiry,
+) -> End
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -234,6 +264,9 @@ where
                     client.kick.lock().unwrap_or_else(|p| p.into_inner()).take()
                 {
                     return Poll::Ready(Step::Kicked(code, reason));
+                }
+                if expiry.poll(cx).is_ready() {
+                    return Poll::Ready(Step::TokenExpired);
                 }
                 // Whether the outbox said "empty" (and so holds our waker).
                 let mut outbox_waits = false;
@@ -289,7 +322,7 @@ where
                     }
                     continue;
                 }
-                if let Err(reason) = handle(hub, client, &text) {
+                if let Err(reason) = handle(hub, client, &mut expiry, &text) {
                     return End::close(close::BAD_REQUEST, reason);
                 }
             }
@@ -299,6 +332,10 @@ where
             Step::Closed => return End::Peer,
             Step::Kicked(code, reason) => return End::close(code, reason),
             Step::SlowConsumer => return End::close(close::SLOW_CONSUMER, "slow consumer"),
+            Step::TokenExpired => {
+                tracing::info!(client = %client.info.client, "closed: token expired");
+                return End::close(close::TOKEN_EXPIRED, "token expired");
+            }
         }
     }
 }
@@ -315,7 +352,12 @@ fn command_id(text: &str) -> Option<u32> {
 
 /// Handles one command. `Err` (a frame that is not a command and has no
 /// id to answer) closes the connection with 4101 and the reason.
-pub(crate) fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result<(), String> {
+pub(crate) fn handle(
+    hub: &Arc<Hub>,
+    client: &Arc<Client>,
+    expiry: &mut auth::Expiry,
+    text: &str,
+) -> Result<(), String> {
     let command: protocol::Command = match serde_json::from_str(text) {
         Ok(c) => c,
         Err(e) => {
@@ -381,8 +423,48 @@ pub(crate) fn handle(hub: &Arc<Hub>, client: &Arc<Client>, text: &str) -> Result
             Err(ErrorCode::PermissionDenied.into())
         }),
         Method::Ping(_) => reply(Ok(protocol::reply(id, &serde_json::json!({})))),
+        Method::Refresh(params) => {
+            reply(refresh(hub, client, expiry, &params.token).map(|v| protocol::reply(id, &v)))
+        }
     }
     Ok(())
+}
+
+/// Replaces the connection's token: a valid token for the same user moves
+/// the connection's expiry to the new `exp`. The channels and name stay
+/// those of the `connect` token.
+fn refresh(
+    hub: &Arc<Hub>,
+    client: &Arc<Client>,
+    expiry: &mut auth::Expiry,
+    token: &str,
+) -> Result<serde_json::Value, Error> {
+    let verifier = match hub.tokens() {
+        Ok(Some(verifier)) => verifier,
+        // Dev mode: tokens are not checked and nothing expires.
+        Ok(None) => return Ok(serde_json::json!({})),
+        Err(_) => return Err(ErrorCode::Unauthorized.into()),
+    };
+    let now = auth::unix_now();
+    let claims = verifier.verify(token, now).map_err(|e| {
+        tracing::info!(client = %client.info.client, check = %e, "refresh refused: invalid token");
+        Error::new(
+            ErrorCode::Unauthorized,
+            format!("unauthorized: {}", e.close_reason()),
+        )
+    })?;
+    if claims.sub != client.info.user {
+        tracing::info!(client = %client.info.client, "refresh refused: token for another user");
+        return Err(Error::new(
+            ErrorCode::PermissionDenied,
+            "permission denied: the token is for another user",
+        ));
+    }
+    let ttl = expiry.set(claims.exp, verifier.leeway(), now);
+    Ok(match (claims.exp, ttl) {
+        (Some(exp), Some(ttl)) => serde_json::json!({ "expires": exp, "ttl": ttl }),
+        _ => serde_json::json!({}),
+    })
 }
 
 fn publish(

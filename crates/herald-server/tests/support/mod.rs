@@ -245,6 +245,30 @@ pub async fn closed(ws: &mut WebSocket<MaybeTlsStream>) -> CloseFrame {
         .expect("closed without a close frame")
 }
 
+/// Reads (discarding messages, answering pings) until the server closes or
+/// `limit` passes on tokio's clock; returns the server's Close, `None` if
+/// the connection is still open. For tests on a paused clock, where a wait
+/// longer than [`TIMEOUT`] is virtual and costs nothing.
+pub async fn closed_within(
+    ws: &mut WebSocket<MaybeTlsStream>,
+    limit: Duration,
+) -> Option<CloseFrame> {
+    let read_to_end = async {
+        while let Some(r) = ws.recv().await {
+            if r.is_err() {
+                break;
+            }
+        }
+    };
+    // `recv` is cancel safe: a timeout leaves the connection usable.
+    tokio::time::timeout(limit, read_to_end).await.ok()?;
+    Some(
+        ws.close_frame()
+            .cloned()
+            .expect("closed without a close frame"),
+    )
+}
+
 impl Conn {
     /// Opens a WebSocket and sends `{"id": 1, "connect": params}`.
     pub async fn connect(url: &str, params: Value) -> Self {
