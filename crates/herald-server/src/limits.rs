@@ -26,7 +26,8 @@ pub(crate) fn check_data(data: &RawValue, config: &ServerConfig) -> Result<(), E
             ),
         ));
     }
-    if depth(text) > config.max_publication_depth {
+    let scan = scan(text);
+    if scan.depth > config.max_publication_depth {
         return Err(Error::new(
             ErrorCode::LimitExceeded,
             format!(
@@ -35,16 +36,43 @@ pub(crate) fn check_data(data: &RawValue, config: &ServerConfig) -> Result<(), E
             ),
         ));
     }
+    if let Some(number) = scan.out_of_range {
+        // RFC 8259 6: interoperable numbers are IEEE 754 binary64; past its
+        // range, JavaScript reads Infinity and serde_json refuses the
+        // whole document.
+        return Err(Error::new(
+            ErrorCode::BadRequest,
+            format!("bad request: number {number} is out of range (IEEE 754 binary64)"),
+        ));
+    }
     Ok(())
 }
 
-/// The deepest nesting of arrays and objects in `json`, which must be
-/// valid JSON (a `RawValue` is). Iterative: no input can exhaust the stack.
-pub(crate) fn depth(json: &str) -> usize {
+/// What [`scan`] found.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Scan<'a> {
+    /// The deepest nesting of arrays and objects.
+    pub(crate) depth: usize,
+    /// The first number too large for a binary64 (up to 40 bytes of it).
+    pub(crate) out_of_range: Option<&'a str>,
+}
+
+/// Reads `json`, which must be valid JSON (a `RawValue` is), for its
+/// nesting depth and numbers. Iterative: no input can exhaust the stack.
+pub(crate) fn scan(json: &str) -> Scan<'_> {
     let (mut depth, mut deepest) = (0usize, 0usize);
+    let mut out_of_range = None;
     let mut in_string = false;
     let mut escaped = false;
-    for b in json.bytes() {
+    let mut number_start = None;
+    for (i, b) in json.bytes().enumerate() {
+        if let Some(start) = number_start {
+            if matches!(b, b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E') {
+                continue;
+            }
+            number_start = None;
+            check_number(&json[start..i], &mut out_of_range);
+        }
         if in_string {
             match b {
                 _ if escaped => escaped = false,
@@ -61,10 +89,29 @@ pub(crate) fn depth(json: &str) -> usize {
                 deepest = deepest.max(depth);
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => number_start = Some(i),
             _ => {}
         }
     }
-    deepest
+    if let Some(start) = number_start {
+        check_number(&json[start..], &mut out_of_range);
+    }
+    Scan {
+        depth: deepest,
+        out_of_range,
+    }
+}
+
+fn check_number<'a>(number: &'a str, out_of_range: &mut Option<&'a str>) {
+    // Only a large exponent or hundreds of digits overflow: the short
+    // numbers that are nearly all of them skip the parse.
+    if out_of_range.is_some() || number.len() < 20 && !number.contains(['e', 'E']) {
+        return;
+    }
+    if !number.parse::<f64>().is_ok_and(f64::is_finite) {
+        // A number is ASCII: any cut is a char boundary.
+        *out_of_range = Some(&number[..number.len().min(40)]);
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +120,7 @@ mod tests {
 
     #[test]
     fn depth_counts_nesting_outside_strings() {
+        let depth = |json: &str| scan(json).depth;
         assert_eq!(depth("1"), 0);
         assert_eq!(depth(r#""[[[""#), 0);
         assert_eq!(depth(r#"{"a":[1,{"b":[]}]}"#), 4);
@@ -81,6 +129,20 @@ mod tests {
             depth(&format!("{}{}", "[".repeat(500), "]".repeat(500))),
             500
         );
+    }
+
+    #[test]
+    fn numbers_past_binary64_are_found_outside_strings() {
+        fn bad(json: &str) -> Option<&str> {
+            scan(json).out_of_range
+        }
+        assert_eq!(bad("1e308"), None);
+        assert_eq!(bad("[1e309]"), Some("1e309"));
+        assert_eq!(bad(r#"{"a":-2.5E600}"#), Some("-2.5E600"));
+        assert_eq!(bad(r#""1e999""#), None);
+        assert_eq!(bad("1e-999"), None, "underflow is zero, not an error");
+        assert_eq!(bad(&"9".repeat(400)), Some(&*"9".repeat(40)));
+        assert_eq!(bad(&"9".repeat(300)), None);
     }
 
     #[test]

@@ -176,6 +176,31 @@ async fn one_size_limit_for_api_clients_and_endpoints() {
     server.stop().await;
 }
 
+async fn numbers_past_binary64_are_refused() {
+    // Valid JSON grammar, but JavaScript reads Infinity and serde_json
+    // (a Rust subscriber, or this server's own endpoints) refuses the
+    // whole message.
+    let server = TestServer::start(config()).await;
+    let body = publish_body("chat:n", r#"{"n":2.5e600}"#);
+    let r = server.http("POST", "/api/publish", &[], Some(&body)).await;
+    assert_eq!((r.status, r.error_code()), (400, 104), "{}", r.body);
+    assert!(r.body.contains("out of range"), "{}", r.body);
+    let mut c = server.named("C").await;
+    c.send_raw(r#"{"id":60,"publish":{"channel":"chat:n","data":[1e999]}}"#)
+        .await;
+    let reply = c.reply(60).await;
+    assert_eq!(reply["error"]["code"], 104, "{reply}");
+    // Large but finite numbers pass.
+    c.send_raw(
+        r#"{"id":61,"publish":{"channel":"chat:n","data":[1e308,123456789012345678901234567890]}}"#,
+    )
+    .await;
+    let reply = c.reply(61).await;
+    assert!(reply.get("result").is_some(), "{reply}");
+    drop(c);
+    server.stop().await;
+}
+
 /// Counts the client publications it is handed.
 struct Counting(Arc<AtomicUsize>);
 
@@ -189,4 +214,5 @@ crate::on_1_and_2_threads!(
     too_deep_data_is_refused_at_the_door_everywhere,
     deep_data_under_a_raised_limit_still_renders_in_history,
     one_size_limit_for_api_clients_and_endpoints,
+    numbers_past_binary64_are_refused,
 );
