@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -51,6 +52,32 @@ pub struct ServerConfig {
     pub drain: Duration,
     /// Run the simulated price feed on `quotes:*` and the game on `game:*`.
     pub demos: bool,
+    /// A second address serving only `/api/*`, `/metrics` and `/health`,
+    /// in plain HTTP (keep it on loopback or a private network); the main
+    /// listener then serves no `/api` and no `/metrics`. Unset (default):
+    /// everything on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain: `listen` serves https:// and wss://. Needs
+    /// `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Time allowed for a request's head (request line and headers) to
+    /// arrive, counted from the connection's opening (after the TLS
+    /// handshake, which has the same bound) and, on a kept-alive
+    /// connection, from the end of the previous response: so it is also
+    /// the keep-alive idle timeout. A connection past it is closed.
+    /// Default 10 s.
+    #[serde(with = "secs")]
+    pub http_header_timeout: Duration,
+    /// Time allowed for a request's whole body to arrive, counted from the
+    /// end of its head; a body still incomplete is cut off and the
+    /// connection closed. Default 30 s.
+    #[serde(with = "secs")]
+    pub http_body_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; a larger
+    /// one is answered 431. Default 16 KiB.
+    pub http_max_header_size: usize,
     /// Channel namespaces by name: the part of a channel name before `:`.
     /// The namespace `""` holds channels without a colon.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -156,6 +183,12 @@ impl Default for ServerConfig {
             pong_timeout: Duration::from_secs(20),
             drain: Duration::from_secs(5),
             demos: true,
+            admin_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            http_header_timeout: Duration::from_secs(10),
+            http_body_timeout: Duration::from_secs(30),
+            http_max_header_size: 16 << 10,
             namespaces,
         }
     }

@@ -36,6 +36,7 @@ mod auth;
 mod config;
 mod demo;
 mod endpoint;
+mod http;
 mod hub;
 mod metrics;
 mod outbox;

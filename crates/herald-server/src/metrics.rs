@@ -32,6 +32,7 @@ pub struct Metrics {
     bytes_out: Counter,
     queue_drops: Family<PolicyLabel, Counter>,
     handshake_failures: Family<ReasonLabel, Counter>,
+    accept_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -48,6 +49,7 @@ impl Default for Metrics {
             bytes_out: Counter::default(),
             queue_drops: Family::default(),
             handshake_failures: Family::default(),
+            accept_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -92,6 +94,11 @@ impl Default for Metrics {
             "WebSocket handshakes refused",
             m.handshake_failures.clone(),
         );
+        registry.register(
+            "accept_errors",
+            "Failed accepts on the listeners (out of descriptors, mostly)",
+            m.accept_errors.clone(),
+        );
         Self { registry, ..m }
     }
 }
@@ -103,6 +110,10 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    pub(crate) fn accept_error(&self) {
+        self.accept_errors.inc();
     }
 
     pub(crate) fn connection_opened(&self) {
