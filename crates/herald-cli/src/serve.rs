@@ -31,6 +31,16 @@ pub(crate) struct Args {
     /// Do not run the demo feeds (quotes, game).
     #[arg(long)]
     no_demos: bool,
+    /// Serve the API, /metrics and /health on this address only (plain
+    /// HTTP; keep it private), not on --listen.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain: serve https:// and wss://.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Worker threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -62,6 +72,15 @@ fn config(args: &Args) -> Result<ServerConfig, BoxError> {
     if args.no_demos {
         config.demos = false;
     }
+    if let Some(a) = args.admin_listen {
+        config.admin_listen = Some(a);
+    }
+    if let Some(c) = &args.tls_cert {
+        config.tls_cert = Some(c.clone());
+    }
+    if let Some(k) = &args.tls_key {
+        config.tls_key = Some(k.clone());
+    }
     Ok(config)
 }
 
@@ -73,17 +92,37 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     crate::runtime(threads)?.block_on(async move {
         let listener = crate::listen(config.listen)?;
         let addr = listener.local_addr()?;
+        let admin = match config.admin_listen {
+            Some(a) => Some(crate::listen(a).map_err(|e| format!("admin listen on {a}: {e}"))?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let mode = if config.token_secret.is_some() {
             "tokens required"
         } else {
             "dev mode: no token required"
         };
-        eprintln!("herald serve: http://{addr}/ ({mode})");
-        eprintln!("  websocket  ws://{addr}{}", herald_server::WEBSOCKET_PATH);
-        eprintln!("  demos      http://{addr}/demo/chat  /demo/quotes  /demo/game");
-        eprintln!("  api        POST http://{addr}/api/publish   metrics  http://{addr}/metrics");
+        let (http, ws) = if config.tls_cert.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        eprintln!("herald serve: {http}://{addr}/ ({mode})");
+        eprintln!(
+            "  websocket  {ws}://{addr}{}",
+            herald_server::WEBSOCKET_PATH
+        );
+        eprintln!("  demos      {http}://{addr}/demo/chat  /demo/quotes  /demo/game");
+        match admin_addr {
+            Some(admin) => eprintln!(
+                "  admin      POST http://{admin}/api/publish   metrics  http://{admin}/metrics"
+            ),
+            None => eprintln!(
+                "  api        POST {http}://{addr}/api/publish   metrics  {http}://{addr}/metrics"
+            ),
+        }
         Server::new(config)
-            .serve(listener, shutdown_signal())
+            .serve_with_admin(listener, admin, shutdown_signal())
             .await?;
         eprintln!("herald serve: drained, bye");
         Ok(ExitCode::SUCCESS)
