@@ -297,6 +297,30 @@ mod tests {
     }
 
     #[test]
+    fn listeners_tls_and_http_limits_from_toml() {
+        let d = ServerConfig::default();
+        assert_eq!(d.admin_listen, None);
+        assert_eq!(d.http_header_timeout, Duration::from_secs(10));
+        let c = ServerConfig::from_toml(
+            r#"
+            admin_listen = "127.0.0.1:9090"
+            tls_cert = "/etc/herald/cert.pem"
+            tls_key = "/etc/herald/key.pem"
+            http_header_timeout = 2.5
+            http_body_timeout = 20
+            http_max_header_size = 8192
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.admin_listen, Some(([127, 0, 0, 1], 9090).into()));
+        assert_eq!(c.tls_cert.as_deref(), Some("/etc/herald/cert.pem".as_ref()));
+        assert_eq!(c.tls_key.as_deref(), Some("/etc/herald/key.pem".as_ref()));
+        assert_eq!(c.http_header_timeout, Duration::from_millis(2500));
+        assert_eq!(c.http_body_timeout, Duration::from_secs(20));
+        assert_eq!(c.http_max_header_size, 8192);
+    }
+
+    #[test]
     fn channel_names() {
         let c = ServerConfig::default();
         assert_eq!(c.namespace_of("chat:lobby").unwrap().0, "chat");

@@ -20,9 +20,12 @@
 //! - **One serialization per publication**, shared by all subscribers.
 //! - **At the door**: Origin allowlist, connection limit, per-connection
 //!   command rate limit, message size limit, JWT (HS256) tokens,
-//!   handshake timeout.
+//!   handshake timeout; HTTP header, body and idle timeouts and a head
+//!   size cap; out of descriptors, it waits and keeps serving.
+//! - **TLS** (`tls_cert`, `tls_key`): https:// and wss:// with rustls.
 //! - **Operations**: Prometheus `/metrics`, `/health`, graceful drain on
-//!   shutdown.
+//!   shutdown; optionally the API and metrics on a separate
+//!   `admin_listen` address.
 //!
 //! The wire protocol is specified in `docs/protocol.md`; the design in
 //! `crates/herald-server/DESIGN.md`.
