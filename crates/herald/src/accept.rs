@@ -1,24 +1,4 @@
-//! What a server loop does when `accept` fails.
-//!
-//! Most `accept` errors are about one connection (it was reset before it
-//! was taken, a signal interrupted the call) and the next call succeeds.
-//! Running out of descriptors or kernel memory (`EMFILE`, `ENFILE`,
-//! `ENOBUFS`, `ENOMEM`) is about the whole process: calling again at once
-//! fails again and spins, while giving up would drop every connection the
-//! server still holds. [`AcceptBackoff`] says which is which, waits longer
-//! each time the process stays out of resources, logs at most once a
-//! second, and counts every failure; the listener keeps its queue, so the
-//! connections that wait there are taken when descriptors free up.
-//!
-//! ```text
-//!  accept() ── ok ───────────────> reset()      (next failure waits 10 ms)
-//!     └─── err ─> on_error(&e) ──> Retry        (one connection's problem)
-//!                              ├─> Wait(delay)  (EMFILE...: 10 ms .. 1 s)
-//!                              └─> Fatal        (the listener itself is bad)
-//! ```
-//!
-//! [`accept_tcp`] is the tokio loop's use of it; the event loop
-//! (`event_loop`) arms the delay as a timer instead of sleeping.
+//! What a server loop does when `accept` fails: [`AcceptBackoff`].
 
 use std::fmt;
 use std::io;
@@ -52,7 +32,27 @@ pub enum AcceptAction {
 type OnError = Arc<dyn Fn(&io::Error) + Send + Sync>;
 
 /// A listener loop's memory of its `accept` failures: how long to wait
-/// next, and when it last logged. See the [module](self) docs.
+/// next, and when it last logged.
+///
+/// Most `accept` errors are about one connection (it was reset before it
+/// was taken, a signal interrupted the call) and the next call succeeds.
+/// Running out of descriptors or kernel memory (`EMFILE`, `ENFILE`,
+/// `ENOBUFS`, `ENOMEM`) is about the whole process: calling again at once
+/// fails again and spins, while giving up would drop every connection the
+/// server still holds. [`AcceptBackoff`] says which is which, waits longer
+/// each time the process stays out of resources, logs at most once a
+/// second, and counts every failure; the listener keeps its queue, so the
+/// connections that wait there are taken when descriptors free up.
+///
+/// ```text
+/// accept() ── ok ───────────────> reset()      (next failure waits 10 ms)
+///    └─── err ─> on_error(&e) ──> Retry        (one connection's problem)
+///                             ├─> Wait(delay)  (EMFILE...: 10 ms .. 1 s)
+///                             └─> Fatal        (the listener itself is bad)
+/// ```
+///
+/// [`accept_tcp`] is the tokio loop's use of it; the event loop
+/// (`event_loop`) arms the delay as a timer instead of sleeping.
 #[derive(Clone)]
 pub struct AcceptBackoff {
     delay: Duration,
