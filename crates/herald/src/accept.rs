@@ -144,11 +144,9 @@ fn classify(error: &io::Error) -> Class {
     if let Some(code) = error.raw_os_error() {
         return match code {
             libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM => Class::Resources,
-            libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EOPNOTSUPP | libc::EFAULT => {
-                Class::Listener
-            }
+            libc::EBADF | libc::EINVAL | libc::ENOTSOCK | libc::EFAULT => Class::Listener,
             // accept(2), Linux: pending network errors of the new
-            // connection (ECONNABORTED, EPROTO, ENETDOWN, EHOSTUNREACH...)
+            // connection (ECONNABORTED, EPROTO, ENETDOWN, EOPNOTSUPP...)
             // "should be treated like EAGAIN by retrying"; EPERM is a
             // firewall refusing that one connection.
             _ => Class::Connection,
