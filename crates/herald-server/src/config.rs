@@ -62,14 +62,17 @@ pub struct ServerConfig {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
-    /// Time allowed for a request's head (request line and headers) to
-    /// arrive, counted from the connection's opening (after the TLS
-    /// handshake, which has the same bound) and, on a kept-alive
-    /// connection, from the end of the previous response: so it is also
-    /// the keep-alive idle timeout. A connection past it is closed.
-    /// Default 10 s.
+    /// Time allowed for the first request's head (request line and
+    /// headers) to arrive, counted from the connection's opening; also
+    /// bounds the TLS handshake. A connection past it is closed. Default
+    /// 10 s.
     #[serde(with = "secs")]
     pub http_header_timeout: Duration,
+    /// Keep-alive: time allowed, after a response, for the next request's
+    /// head to have arrived; an idle connection past it is closed.
+    /// Default 30 s.
+    #[serde(with = "secs")]
+    pub http_idle_timeout: Duration,
     /// Time allowed for a request's whole body to arrive, counted from the
     /// end of its head; a body still incomplete is cut off and the
     /// connection closed. Default 30 s.
@@ -187,6 +190,7 @@ impl Default for ServerConfig {
             tls_cert: None,
             tls_key: None,
             http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(30),
             http_body_timeout: Duration::from_secs(30),
             http_max_header_size: 16 << 10,
             namespaces,
@@ -307,6 +311,7 @@ mod tests {
             tls_cert = "/etc/herald/cert.pem"
             tls_key = "/etc/herald/key.pem"
             http_header_timeout = 2.5
+            http_idle_timeout = 60
             http_body_timeout = 20
             http_max_header_size = 8192
             "#,
@@ -316,6 +321,7 @@ mod tests {
         assert_eq!(c.tls_cert.as_deref(), Some("/etc/herald/cert.pem".as_ref()));
         assert_eq!(c.tls_key.as_deref(), Some("/etc/herald/key.pem".as_ref()));
         assert_eq!(c.http_header_timeout, Duration::from_millis(2500));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(60));
         assert_eq!(c.http_body_timeout, Duration::from_secs(20));
         assert_eq!(c.http_max_header_size, 8192);
     }

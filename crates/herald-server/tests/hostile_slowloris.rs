@@ -90,6 +90,7 @@ async fn dribbling_sockets_are_closed_while_health_and_websockets_are_served() {
     let mut config = config();
     config.http_header_timeout = TIMEOUT_UNDER_TEST;
     config.http_body_timeout = TIMEOUT_UNDER_TEST;
+    config.http_idle_timeout = TIMEOUT_UNDER_TEST;
     let server = TestServer::start(config).await;
     // A WebSocket client from before: upgraded connections are not HTTP
     // any more, and no HTTP timeout applies to them.
@@ -155,6 +156,48 @@ async fn dribbling_sockets_are_closed_while_health_and_websockets_are_served() {
     );
     assert_eq!(late.publications("room", 1).await[0]["data"], "after");
     drop((early, late));
+    server.stop().await;
+}
+
+/// The idle timeout is the keep-alive one, apart from the header timeout:
+/// a connection idle longer than the header timeout but within the idle
+/// timeout serves its next request, and is closed once idle past it.
+#[tokio::test]
+async fn a_kept_alive_connection_gets_the_idle_timeout() {
+    let header = Duration::from_millis(300);
+    let idle = Duration::from_millis(1500);
+    let mut config = config();
+    config.http_header_timeout = header;
+    config.http_idle_timeout = idle;
+    let server = TestServer::start(config).await;
+    let mut tcp = TcpStream::connect(server.addr).await.expect("connect");
+    let request = format!("GET /health HTTP/1.1\r\nHost: {}\r\n\r\n", server.addr);
+    let mut buf = [0u8; 1024];
+    for round in 0..2 {
+        tcp.write_all(request.as_bytes()).await.expect("write");
+        let mut got = Vec::new();
+        while !got.ends_with(b"ok\n") {
+            let n = within("a response", tcp.read(&mut buf))
+                .await
+                .expect("read");
+            assert!(n > 0, "closed before the response of round {round}");
+            got.extend_from_slice(&buf[..n]);
+        }
+        if round == 0 {
+            // Idle for twice the header timeout, well within the idle one.
+            tokio::time::sleep(2 * header).await;
+        }
+    }
+    let start = Instant::now();
+    let n = within("the idle connection closed", tcp.read(&mut buf))
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "nothing but the close");
+    let waited = start.elapsed();
+    assert!(
+        waited >= idle - Duration::from_millis(100) && waited <= idle + SLACK,
+        "closed after {waited:?} idle (idle timeout {idle:?})"
+    );
     server.stop().await;
 }
 

@@ -2,17 +2,20 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
 use super::Limits;
 use super::body::TimeoutBody;
+use super::timer::HeadTimer;
 
 /// hyper's smallest allowed read buffer.
 const MIN_BUF_SIZE: usize = 8192;
@@ -30,16 +33,15 @@ pub(super) async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let timer = HeadTimer::new(limits.header_timeout, limits.idle_timeout);
     let service = Service {
         router,
         peer,
         body_timeout: limits.body_timeout,
+        served: timer.served(),
     };
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
-        // hyper runs this timer from the start of each head, which on a
-        // kept-alive connection is the end of the previous response: it
-        // bounds idle connections too.
+        .timer(timer)
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_size)
         .max_buf_size(limits.max_header_size.max(MIN_BUF_SIZE))
@@ -66,6 +68,8 @@ struct Service {
     router: Router,
     peer: SocketAddr,
     body_timeout: std::time::Duration,
+    /// Tells the timer that later heads are keep-alive waits.
+    served: Arc<AtomicBool>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Service {
@@ -74,6 +78,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
     type Future = <Router as tower_service::Service<axum::extract::Request>>::Future;
 
     fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        self.served.store(true, Ordering::Relaxed);
         let deadline = tokio::time::Instant::now() + self.body_timeout;
         let mut request =
             request.map(|body| axum::body::Body::new(TimeoutBody::new(body, deadline)));

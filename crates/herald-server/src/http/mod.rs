@@ -8,8 +8,8 @@
 //!  listener.rs  accept (herald::accept_tcp: EMFILE waits, never exits)
 //!      │          └─ TLS handshake, bounded by the header timeout
 //!      v
-//!  conn.rs      hyper http1: header timeout (also idle keep-alive),
-//!      │          head size cap, upgrades (WebSocket), ConnectInfo
+//!  conn.rs      hyper http1: header timeout, idle keep-alive timeout
+//!      │          (timer.rs), head size cap, upgrades, ConnectInfo
 //!      v
 //!  body.rs      request body: cut off past the body timeout
 //!      v
@@ -23,6 +23,7 @@
 mod body;
 mod conn;
 mod listener;
+mod timer;
 
 use std::time::Duration;
 
@@ -33,8 +34,11 @@ use crate::config::ServerConfig;
 /// The bounds every HTTP connection is served with.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
-    /// Bounds the TLS handshake, each request head, and idle keep-alive.
+    /// Bounds the TLS handshake and the first request's head.
     pub(crate) header_timeout: Duration,
+    /// Bounds the wait for each later request's head, from the end of the
+    /// previous response.
+    pub(crate) idle_timeout: Duration,
     /// Bounds each request body, from the end of its head.
     pub(crate) body_timeout: Duration,
     /// Largest request head, in bytes.
@@ -45,6 +49,7 @@ impl From<&ServerConfig> for Limits {
     fn from(config: &ServerConfig) -> Self {
         Self {
             header_timeout: config.http_header_timeout,
+            idle_timeout: config.http_idle_timeout,
             body_timeout: config.http_body_timeout,
             max_header_size: config.http_max_header_size,
         }
