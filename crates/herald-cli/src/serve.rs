@@ -89,6 +89,13 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Refuse bad TLS settings before the banner says https://; the server
+    // loads the files again when it starts serving.
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => drop(herald::server_config_from_pem(cert, key)?),
+        (None, None) => {}
+        _ => return Err("tls_cert and tls_key are set together or not at all".into()),
+    }
     crate::runtime(threads)?.block_on(async move {
         let listener = crate::listen(config.listen)?;
         let addr = listener.local_addr()?;
