@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -65,9 +65,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             listener.local_addr()?
         );
         let acceptor = Arc::new(Acceptor::new(config));
+        // Out of descriptors is not the end: keep echoing on the
+        // connections there are, and accept again when some close.
+        let mut backoff = herald::AcceptBackoff::new();
         loop {
             let (tcp, _) = tokio::select! {
-                r = listener.accept() => r?,
+                r = herald::accept_tcp(&listener, &mut backoff) => r?,
                 _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
             };
             if !crate::NODELAY_INHERITED {
@@ -195,16 +198,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Future for EchoTask<S> {
     }
 }
 
-fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor, BoxError> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)?.collect::<Result<Vec<_>, _>>()?;
-    let key = PrivateKeyDer::from_pem_file(key)?;
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)?;
+fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, BoxError> {
+    let config = herald::server_config_from_pem(cert, key)?;
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }

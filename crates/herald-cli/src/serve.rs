@@ -40,6 +40,16 @@ pub(crate) struct Args {
     /// Do not run the demo feeds (quotes, game).
     #[arg(long)]
     no_demos: bool,
+    /// Serve the API, /metrics and /health on this address only (plain
+    /// HTTP; keep it private), not on --listen.
+    #[arg(long)]
+    admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain: serve https:// and wss://.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Worker threads [default: the number of cores].
     #[arg(long)]
     threads: Option<usize>,
@@ -86,6 +96,15 @@ fn config(
     if args.no_demos {
         config.demos = false;
     }
+    if let Some(a) = args.admin_listen {
+        config.admin_listen = Some(a);
+    }
+    if let Some(c) = &args.tls_cert {
+        config.tls_cert = Some(c.clone());
+    }
+    if let Some(k) = &args.tls_key {
+        config.tls_key = Some(k.clone());
+    }
     config.validate()?;
     Ok(config)
 }
@@ -110,32 +129,65 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     let threads = args
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    // Refuse bad TLS settings before the banner says https://; the server
+    // loads the files again when it starts serving.
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => drop(herald::server_config_from_pem(cert, key)?),
+        (None, None) => {}
+        _ => return Err("tls_cert and tls_key are set together or not at all".into()),
+    }
     crate::runtime(threads)?.block_on(async move {
         let listener = crate::listen(config.listen)?;
         let addr = listener.local_addr()?;
+        let admin = match config.admin_listen {
+            Some(a) => Some(crate::listen(a).map_err(|e| format!("admin listen on {a}: {e}"))?),
+            None => None,
+        };
+        let admin_addr = admin.as_ref().map(|l| l.local_addr()).transpose()?;
         let mode = match &tokens {
             Some(v) => format!("tokens required, {}", v.algorithm().name()),
             None => "dev mode: no token required".into(),
         };
-        eprintln!("herald serve: http://{addr}/ ({mode})");
+        let (http, ws) = if config.tls_cert.is_some() {
+            ("https", "wss")
+        } else {
+            ("http", "ws")
+        };
+        eprintln!("herald serve: {http}://{addr}/ ({mode})");
         for warning in config.warnings() {
             eprintln!("  warning    {warning}");
         }
-        eprintln!("  websocket  ws://{addr}{}", herald_server::WEBSOCKET_PATH);
+        eprintln!(
+            "  websocket  {ws}://{addr}{}",
+            herald_server::WEBSOCKET_PATH
+        );
         if config.demos {
-            eprintln!("  demos      http://{addr}/demo/chat  /demo/quotes  /demo/game");
+            eprintln!("  demos      {http}://{addr}/demo/chat  /demo/quotes  /demo/game");
         }
-        eprintln!("  api        POST http://{addr}/api/publish   metrics  http://{addr}/metrics");
+        let api = match admin_addr {
+            Some(admin) => {
+                eprintln!(
+                    "  admin      POST http://{admin}/api/publish   metrics  http://{admin}/metrics"
+                );
+                format!("http://{admin}")
+            }
+            None => {
+                eprintln!(
+                    "  api        POST {http}://{addr}/api/publish   metrics  {http}://{addr}/metrics"
+                );
+                format!("{http}://{addr}")
+            }
+        };
         match (&config.api_key, config.is_dev_mode()) {
             (Some(_), _) => eprintln!("  api auth   Authorization: apikey <api_key>"),
             (None, false) => eprintln!("  api auth   disabled: set api_key to use the API"),
             (None, true) => eprintln!(
-                "  api auth   dev mode: loopback trusted without a key \
+                "  api auth   dev mode: {api}/api trusts loopback without a key \
                  (never behind a reverse proxy on this host; set api_key)"
             ),
         }
         Server::new(config)
-            .serve(listener, shutdown_signal())
+            .serve_with_admin(listener, admin, shutdown_signal())
             .await?;
         eprintln!("herald serve: drained, bye");
         Ok(ExitCode::SUCCESS)

@@ -73,9 +73,15 @@ struct Server {
 
 impl Server {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// With `extra` arguments after the defaults.
+    fn start_with(extra: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_herald"));
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--threads", "2"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -93,10 +99,12 @@ impl Server {
         thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 eprintln!("[herald] {line}");
-                if let Some(rest) = line.strip_prefix("herald serve: http://")
+                if let Some((scheme, rest)) = line
+                    .strip_prefix("herald serve: ")
+                    .and_then(|l| l.split_once("://"))
                     && let Some((addr, _)) = rest.split_once('/')
                 {
-                    let _ = tx.send(format!("http://{addr}"));
+                    let _ = tx.send(format!("{scheme}://{addr}"));
                 }
             }
         });
@@ -228,6 +236,35 @@ fn demos_in_chromium() {
         status.success(),
         "herald serve exited with {status} after SIGTERM"
     );
+}
+
+/// `--tls-cert/--tls-key`: Chromium, trusting the certificate by a pin of
+/// its key, loads a page over https:// and receives a publication over
+/// wss:// (web/tests/tls.mjs).
+#[test]
+fn wss_in_chromium() {
+    require_peers(true);
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("certificate");
+    let dir = std::env::temp_dir().join(format!("herald-cli-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, certified.cert.pem()).expect("write cert");
+    std::fs::write(&key, certified.signing_key.serialize_pem()).expect("write key");
+    let server = Server::start_with(&[
+        "--tls-cert",
+        cert.to_str().expect("UTF-8 path"),
+        "--tls-key",
+        key.to_str().expect("UTF-8 path"),
+    ]);
+    assert!(server.url.starts_with("https://"), "banner: {}", server.url);
+    let run = node(
+        "tls.mjs",
+        &[&server.url, cert.to_str().expect("UTF-8 path")],
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    run.assert_passed(&["tls/untrusted_without_pin", "tls/wss_publication"]);
 }
 
 #[test]

@@ -99,6 +99,35 @@ pub struct ServerConfig {
     pub drain: Duration,
     /// Run the simulated price feed on `quotes:*` and the game on `game:*`.
     pub demos: bool,
+    /// A second address serving only `/api/*`, `/metrics` and `/health`,
+    /// in plain HTTP (keep it on loopback or a private network); the main
+    /// listener then serves no `/api` and no `/metrics`. Unset (default):
+    /// everything on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// PEM certificate chain: `listen` serves https:// and wss://. Needs
+    /// `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Time allowed for the first request's head (request line and
+    /// headers) to arrive, counted from the connection's opening; also
+    /// bounds the TLS handshake. A connection past it is closed. Default
+    /// 10 s.
+    #[serde(with = "secs")]
+    pub http_header_timeout: Duration,
+    /// Keep-alive: time allowed, after a response, for the next request's
+    /// head to have arrived; an idle connection past it is closed.
+    /// Default 30 s.
+    #[serde(with = "secs")]
+    pub http_idle_timeout: Duration,
+    /// Time allowed for a request's whole body to arrive, counted from the
+    /// end of its head; a body still incomplete is cut off and the
+    /// connection closed. Default 30 s.
+    #[serde(with = "secs")]
+    pub http_body_timeout: Duration,
+    /// Largest request head (request line and headers), in bytes; a larger
+    /// one is answered 431. Default 16 KiB.
+    pub http_max_header_size: usize,
     /// Channel namespaces by name: the part of a channel name before `:`.
     /// The namespace `""` holds channels without a colon.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -212,6 +241,13 @@ impl Default for ServerConfig {
             pong_timeout: Duration::from_secs(20),
             drain: Duration::from_secs(5),
             demos: true,
+            admin_listen: None,
+            tls_cert: None,
+            tls_key: None,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(30),
+            http_body_timeout: Duration::from_secs(30),
+            http_max_header_size: 16 << 10,
             namespaces,
         }
     }
@@ -365,6 +401,32 @@ mod tests {
         assert_eq!(c.namespaces["news"].history_size, 5);
         assert!(c.namespaces.contains_key("chat"), "defaults kept");
         assert!(ServerConfig::from_toml("nonsense = 1").is_err());
+    }
+
+    #[test]
+    fn listeners_tls_and_http_limits_from_toml() {
+        let d = ServerConfig::default();
+        assert_eq!(d.admin_listen, None);
+        assert_eq!(d.http_header_timeout, Duration::from_secs(10));
+        let c = ServerConfig::from_toml(
+            r#"
+            admin_listen = "127.0.0.1:9090"
+            tls_cert = "/etc/herald/cert.pem"
+            tls_key = "/etc/herald/key.pem"
+            http_header_timeout = 2.5
+            http_idle_timeout = 60
+            http_body_timeout = 20
+            http_max_header_size = 8192
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.admin_listen, Some(([127, 0, 0, 1], 9090).into()));
+        assert_eq!(c.tls_cert.as_deref(), Some("/etc/herald/cert.pem".as_ref()));
+        assert_eq!(c.tls_key.as_deref(), Some("/etc/herald/key.pem".as_ref()));
+        assert_eq!(c.http_header_timeout, Duration::from_millis(2500));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.http_body_timeout, Duration::from_secs(20));
+        assert_eq!(c.http_max_header_size, 8192);
     }
 
     #[test]

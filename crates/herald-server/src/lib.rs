@@ -21,9 +21,13 @@
 //! - **At the door**: Origin allowlist, connection limit, per-connection
 //!   command rate limit, message size limit, JWT tokens (HS256/384/512,
 //!   RS256, ES256; the algorithm fixed by configuration) with expiry and
-//!   refresh on a live connection, handshake timeout.
+//!   refresh on a live connection, handshake timeout; HTTP header, body
+//!   and idle timeouts and a head size cap; out of descriptors, it waits
+//!   and keeps serving.
+//! - **TLS** (`tls_cert`, `tls_key`): https:// and wss:// with rustls.
 //! - **Operations**: Prometheus `/metrics`, `/health`, graceful drain on
-//!   shutdown.
+//!   shutdown; optionally the API and metrics on a separate
+//!   `admin_listen` address.
 //!
 //! The wire protocol is specified in `docs/protocol.md`; the design in
 //! `crates/herald-server/DESIGN.md`.
@@ -40,6 +44,7 @@ mod endpoint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
+mod http;
 mod hub;
 mod limits;
 mod metrics;

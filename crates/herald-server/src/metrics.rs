@@ -122,11 +122,6 @@ impl Default for Metrics {
             "Sessions that panicked (closed with 1011 and cleaned up)",
             m.panics.clone(),
         );
-        registry.register(
-            "accept_errors",
-            "Failed accept() calls (out of file descriptors, mostly)",
-            m.accept_errors.clone(),
-        );
         registry.register_with_unit(
             "publish_to_write",
             "Time from a publication to its write into a subscriber's socket",
@@ -137,6 +132,11 @@ impl Default for Metrics {
             "handshake_failures",
             "WebSocket handshakes refused",
             m.handshake_failures.clone(),
+        );
+        registry.register(
+            "accept_errors",
+            "Failed accepts on the listeners (out of descriptors, mostly)",
+            m.accept_errors.clone(),
         );
         Self { registry, ..m }
     }
@@ -206,7 +206,7 @@ impl Metrics {
     }
 
     /// A failed `accept`.
-    pub fn accept_error(&self) {
+    pub(crate) fn accept_error(&self) {
         self.accept_errors.inc();
     }
 

@@ -75,25 +75,37 @@ impl Server {
     /// The axum router; mount it in a larger app or serve it with
     /// [`Server::serve`].
     pub fn router(&self) -> Router {
+        self.routes(Surface::All)
+    }
+
+    fn routes(&self, surface: Surface) -> Router {
         let mut router = Router::new();
-        if self.hub.config().demos {
+        if surface != Surface::Admin && self.hub.config().demos {
             router = router
                 .route("/", get(|| async { Html(crate::demo::INDEX) }))
                 .route("/demo/chat", get(|| async { Html(crate::demo::CHAT) }))
                 .route("/demo/quotes", get(|| async { Html(crate::demo::QUOTES) }))
                 .route("/demo/game", get(|| async { Html(crate::demo::GAME) }));
         }
+        if surface != Surface::Admin {
+            router = router
+                .route("/herald.js", get(herald_js))
+                .route(WEBSOCKET_PATH, get(websocket));
+        }
+        // On both listeners: a load balancer probes the public one, an
+        // orchestrator the admin one.
+        router = router.route("/health", get(|| async { "ok\n" }));
+        if surface != Surface::Public {
+            router = router
+                .route("/metrics", get(metrics))
+                .route("/api/publish", post(api_publish))
+                .route("/api/broadcast", post(api_broadcast))
+                .route("/api/disconnect", post(api_disconnect))
+                .route("/api/channels", get(api_channels))
+                .route("/api/presence/{channel}", get(api_presence))
+                .route("/api/history/{channel}", get(api_history));
+        }
         router
-            .route("/herald.js", get(herald_js))
-            .route(WEBSOCKET_PATH, get(websocket))
-            .route("/health", get(|| async { "ok\n" }))
-            .route("/metrics", get(metrics))
-            .route("/api/publish", post(api_publish))
-            .route("/api/broadcast", post(api_broadcast))
-            .route("/api/disconnect", post(api_disconnect))
-            .route("/api/channels", get(api_channels))
-            .route("/api/presence/{channel}", get(api_presence))
-            .route("/api/history/{channel}", get(api_history))
             .method_not_allowed_fallback(method_not_allowed)
             .fallback(not_found)
             .with_state(self.clone())
@@ -104,12 +116,38 @@ impl Server {
     /// with a retry hint), spread over the drain window so they do not all
     /// come back at once, and returns when they are gone (or the window
     /// plus the close timeout has passed).
+    ///
+    /// With `admin_listen` configured, binds it and serves the API,
+    /// metrics and health there instead (see [`Server::serve_with_admin`]).
+    /// With `tls_cert` and `tls_key`, `listener` speaks TLS.
     pub async fn serve(
         self,
         listener: TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let admin =
+            match self.hub.config().admin_listen {
+                Some(addr) => Some(TcpListener::bind(addr).await.map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("admin_listen {addr}: {e}"))
+                })?),
+                None => None,
+            };
+        self.serve_with_admin(listener, admin, shutdown).await
+    }
+
+    /// [`Server::serve`] with the admin listener given: when `admin` is
+    /// set, it serves `/api/*`, `/metrics` and `/health` (plain HTTP), and
+    /// `listener` serves the WebSocket endpoint, the demos and `/health`
+    /// only.
+    pub async fn serve_with_admin(
+        self,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let hub = self.hub.clone();
+        let tls = crate::http::tls_acceptor(hub.config())?;
+        let limits = crate::http::Limits::from(hub.config());
         let sweeper = tokio::spawn({
             let hub = hub.clone();
             async move {
@@ -122,38 +160,62 @@ impl Server {
         });
         let demos = hub.config().demos.then(|| crate::demo::start(&hub));
         let connections = self.connections.clone();
-        let app = self.router();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let public_surface = if admin.is_some() {
+            Surface::Public
+        } else {
+            Surface::All
+        };
+        let public = crate::http::serve(
+            listener,
+            tls,
+            self.routes(public_surface),
+            limits,
+            hub.clone(),
+            stop_rx.clone(),
+        );
+        let admin = async {
+            match admin {
+                Some(admin) => {
+                    let router = self.routes(Surface::Admin);
+                    crate::http::serve(admin, None, router, limits, hub.clone(), stop_rx).await
+                }
+                None => Ok(()),
+            }
+        };
         let drain = {
             let hub = hub.clone();
             async move {
                 shutdown.await;
-                let _ = stop_tx.send(());
+                let _ = stop_tx.send(true);
                 drain(&hub).await;
+                // Wait for sessions to finish their close handshakes.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+                while connections.load(Ordering::Relaxed) > 0
+                    && tokio::time::Instant::now() < deadline
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         };
-        let server = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = stop_rx.await;
-        });
-        let (served, ()) = tokio::join!(server.into_future(), async {
-            drain.await;
-            // Wait for sessions to finish their close handshakes.
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            while connections.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-        });
+        let (public, admin, ()) = tokio::join!(public, admin, drain);
         sweeper.abort();
         if let Some(d) = demos {
             d.abort();
         }
-        served
+        public.and(admin)
     }
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Surface {
+    /// Everything, on one port (no admin listener).
+    All,
+    /// The WebSocket endpoint, the demos, `/health`.
+    Public,
+    /// The API, `/metrics`, `/health`.
+    Admin,
 }
 
 /// Tells every client to go, spread over the drain window.
@@ -463,7 +525,12 @@ impl FromRequest<Server> for JsonBody {
         }
         match axum::body::to_bytes(req.into_body(), limit).await {
             Ok(bytes) => Ok(Self(bytes)),
-            Err(e) if is_length_limit(&e) => Err(too_large()),
+            Err(e) if caused_by::<http_body_util::LengthLimitError>(&e) => Err(too_large()),
+            Err(e) if caused_by::<crate::http::BodyTimeout>(&e) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorCode::BadRequest,
+                "the request body did not arrive in time (http_body_timeout)",
+            )),
             Err(_) => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::BadRequest,
@@ -473,11 +540,11 @@ impl FromRequest<Server> for JsonBody {
     }
 }
 
-/// Whether reading a body failed on its length limit.
-fn is_length_limit(e: &axum::Error) -> bool {
+/// Whether reading a body failed because of an `E`.
+fn caused_by<E: std::error::Error + 'static>(e: &axum::Error) -> bool {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(s) = source {
-        if s.is::<http_body_util::LengthLimitError>() {
+        if s.is::<E>() {
             return true;
         }
         source = s.source();

@@ -169,6 +169,24 @@ async fn no_demo_pages_without_demos() {
     server.stop().await;
 }
 
+/// On the paused clock: the server's body deadline is the next timer,
+/// so tokio moves time to it once both sides wait.
+#[tokio::test(start_paused = true)]
+async fn a_body_that_stops_halfway_gets_408_json() {
+    let mut cfg = config();
+    cfg.http_body_timeout = std::time::Duration::from_secs(5);
+    let server = TestServer::start(cfg).await;
+    let request = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"channel\":",
+        server.addr
+    );
+    let r = http_raw(server.addr, &request).await;
+    assert_eq!((r.status, r.error_code()), (408, 104), "{}", r.body);
+    assert!(r.body.contains("http_body_timeout"), "{}", r.body);
+    server.stop().await;
+}
+
 crate::on_1_and_2_threads!(
     a_cross_site_page_cannot_use_the_api,
     api_bodies_must_be_json,

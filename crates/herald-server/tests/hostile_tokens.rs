@@ -7,7 +7,8 @@
 //!
 //! Expiry runs on tokio's paused clock: the server reads the seconds left
 //! off the wall clock once and counts them down on tokio's, so an hour
-//! passes at once.
+//! passes at once. Those tests run on one thread (tokio pauses only a
+//! current-thread runtime); the others run on one and on two.
 
 mod support;
 
@@ -77,7 +78,6 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-#[tokio::test]
 async fn each_failed_check_is_named_in_the_close_reason() {
     let server = TestServer::start(hs256_server()).await;
     let now = unix_now();
@@ -147,7 +147,6 @@ async fn each_failed_check_is_named_in_the_close_reason() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn the_configured_algorithm_wins_over_the_tokens() {
     // RS256 configured; an HS256 token "signed" with the RSA public key as
     // the HMAC secret: the classic algorithm confusion.
@@ -167,7 +166,6 @@ async fn the_configured_algorithm_wins_over_the_tokens() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn rs256_and_es256_tokens_are_verified_with_the_pem_public_key() {
     for (algorithm, name) in [
         (TokenAlgorithm::RS256, "rs256"),
@@ -426,7 +424,6 @@ async fn refresh_with_another_users_or_an_invalid_token_is_refused() {
     server.stop().await;
 }
 
-#[tokio::test]
 async fn refresh_in_dev_mode_is_a_no_op() {
     let server = TestServer::start(config()).await;
     let mut c = server.named("dev").await;
@@ -479,3 +476,10 @@ fn token_settings_from_toml_and_environment() {
     );
     assert!(c.apply_env([var("HERALD_TOKEN_LEEWAY", "soon")]).is_err());
 }
+
+crate::on_1_and_2_threads!(
+    each_failed_check_is_named_in_the_close_reason,
+    the_configured_algorithm_wins_over_the_tokens,
+    rs256_and_es256_tokens_are_verified_with_the_pem_public_key,
+    refresh_in_dev_mode_is_a_no_op,
+);

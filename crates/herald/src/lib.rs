@@ -58,6 +58,9 @@
 //!   fires; the socket itself is 384 bytes over a `TcpStream`.
 //! - **Cancel safety**: `recv` and `recv_fragment` are cancel safe; `send`
 //!   is not once its message is queued.
+//! - **Out of descriptors**: [`accept_tcp`] and [`AcceptBackoff`] keep a
+//!   server's accept loop alive through `EMFILE`/`ENFILE`: it waits, serves
+//!   the connections it has, and accepts again once descriptors free up.
 //! - **Errors** are blamed: [`Error::Protocol`] (the peer), [`Error::User`]
 //!   (the caller), [`Error::Io`] (the transport). A clean close is `None`
 //!   from `recv`, with [`WebSocket::close_frame`] telling why.
@@ -72,6 +75,7 @@
 //!   with callbacks, for the lowest cost per message (Unix).
 #![doc(test(attr(deny(warnings))))]
 
+mod accept;
 mod client;
 mod config;
 mod error;
@@ -84,6 +88,7 @@ mod stream;
 #[cfg(feature = "hyper")]
 pub mod upgrade;
 
+pub use accept::{AcceptAction, AcceptBackoff, accept_tcp};
 pub use client::{Client, connect};
 pub use config::Config;
 pub use error::{Error, Phase};
@@ -92,7 +97,7 @@ pub use socket::{TrySendError, WebSocket};
 pub use split::{ReadHalf, WriteHalf};
 pub use stream::MaybeTlsStream;
 #[cfg(feature = "tls")]
-pub use stream::client_config;
+pub use stream::{client_config, server_config_from_pem};
 
 /// Protocol limits and timers; see [`Config::protocol`].
 pub use herald_proto::Config as ProtocolConfig;

@@ -111,3 +111,41 @@ pub(crate) async fn tls_connect(
         .await?;
     Ok(MaybeTlsStream::Tls(Box::new(tls)))
 }
+
+/// A rustls server configuration (ring provider) for the PEM certificate
+/// chain at `cert` and the PEM private key at `key`. Errors name the file
+/// and what was wrong with it.
+#[cfg(feature = "tls")]
+pub fn server_config_from_pem(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> std::io::Result<rustls::ServerConfig> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |path: &std::path::Path, what: &str, e: &dyn std::fmt::Display| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("{}: {what}: {e}", path.display()),
+        )
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(cert, "expected a PEM certificate chain", &e))?;
+    if certs.is_empty() {
+        return Err(bad(
+            cert,
+            "expected a PEM certificate chain",
+            &"no certificate",
+        ));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| bad(key, "expected a PEM private key", &e))?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_no_client_auth()
+    .with_single_cert(certs, private_key)
+    .map_err(|e| bad(key, "does not fit the certificate", &e))
+}

@@ -65,8 +65,10 @@
 //! async fn main() -> std::io::Result<()> {
 //!     let acceptor = Acceptor::new(Config::default());
 //!     let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//!     // Out of descriptors, wait and accept again instead of exiting.
+//!     let mut backoff = herald::AcceptBackoff::new();
 //!     loop {
-//!         let (tcp, _) = listener.accept().await?;
+//!         let (tcp, _) = herald::accept_tcp(&listener, &mut backoff).await?;
 //!         let acceptor = acceptor.clone();
 //!         let service = service_fn(move |req| route(acceptor.clone(), req));
 //!         tokio::spawn(

@@ -56,7 +56,8 @@ fn halves_are_send_and_sync() {
 fn builders_are_send_and_sync() {
     send::<Client>();
     send::<Acceptor>();
-    assert_sync!(Client, Acceptor);
+    send::<herald::AcceptBackoff>();
+    assert_sync!(Client, Acceptor, herald::AcceptBackoff);
 }
 
 /// The futures can be `tokio::spawn`ed. Built, never polled.
@@ -76,6 +77,11 @@ fn futures_are_send() {
     send_value(&acceptor.accept(a));
     let (a, _b) = tokio::io::duplex(64);
     send_value(&acceptor.accept_with(a, |_| Ok(herald::Upgrade::new())));
+
+    fn accept_future(listener: &tokio::net::TcpListener, backoff: &mut herald::AcceptBackoff) {
+        send_value(&herald::accept_tcp(listener, backoff));
+    }
+    let _ = accept_future as fn(&_, &mut _);
 
     fn socket_futures(ws: &mut WebSocket<TcpStream>) {
         send_value(&ws.recv());

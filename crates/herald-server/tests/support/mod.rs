@@ -777,3 +777,66 @@ macro_rules! on_1_and_2_threads {
         }
     )*};
 }
+
+// ----- TLS -------------------------------------------------------------------
+
+/// A test CA and a leaf certificate for 127.0.0.1 and localhost signed by
+/// it, written as PEM files into a fresh temporary directory.
+pub struct TestCa {
+    pub dir: std::path::PathBuf,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    /// The CA's certificate, to trust.
+    pub ca_der: herald::rustls::pki_types::CertificateDer<'static>,
+    /// The leaf's certificate.
+    pub leaf_der: herald::rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "herald test CA");
+        let ca_key = KeyPair::generate().expect("CA key");
+        let ca_cert = ca_params.self_signed(&ca_key).expect("CA cert");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().expect("leaf key");
+        let leaf = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .expect("leaf params")
+            .signed_by(&leaf_key, &issuer)
+            .expect("leaf cert");
+        let dir = std::env::temp_dir().join(format!(
+            "herald-server-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, leaf.pem()).expect("write cert");
+        std::fs::write(&key, leaf_key.serialize_pem()).expect("write key");
+        Self {
+            dir,
+            cert,
+            key,
+            ca_der: ca_cert.der().clone(),
+            leaf_der: leaf.der().clone(),
+        }
+    }
+
+    /// A client configuration that trusts this CA only.
+    pub fn client_config(&self) -> Arc<herald::rustls::ClientConfig> {
+        let mut roots = herald::rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).expect("add CA");
+        Arc::new(herald::client_config(roots))
+    }
+}
+
+impl Drop for TestCa {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

@@ -16,6 +16,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use super::conns::{Conn, Connections, Entry, Phase, Rare, Slots};
 use super::timers::Timers;
 use super::{ConnId, Handler, Shared};
+use crate::accept::{AcceptAction, AcceptBackoff};
 use crate::socket::{frame_rest, with_transmit_slices};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -117,6 +118,12 @@ pub(super) struct Loop<H> {
     block: BytesMut,
     /// When a stopping loop gives up waiting for its connections.
     stopping: Option<Instant>,
+    backoff: AcceptBackoff,
+    /// Out of descriptors: when to call `accept` again. Edge-triggered, the
+    /// listener reports no new readiness for the connections already
+    /// queued, so this timer, not an event, takes them once descriptors
+    /// free up.
+    accept_again: Option<Instant>,
 }
 
 impl<H: Handler> Loop<H> {
@@ -140,16 +147,18 @@ impl<H: Handler> Loop<H> {
             timers: Timers::default(),
             block: BytesMut::new(),
             stopping: None,
+            backoff: AcceptBackoff::new(),
+            accept_again: None,
         }
     }
 
     pub(super) fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let next = match (self.timers.next(), self.stopping) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
+            let next = [self.timers.next(), self.stopping, self.accept_again]
+                .into_iter()
+                .flatten()
+                .min();
             let timeout = next.map(|t| t.saturating_duration_since(Instant::now()));
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -158,9 +167,16 @@ impl<H: Handler> Loop<H> {
                 return Err(e);
             }
             self.conns.now = Instant::now();
+            if self.accept_again.is_some_and(|t| t <= self.conns.now) {
+                self.accept_again = None;
+                self.accept();
+            }
             for event in events.iter() {
                 match event.token() {
-                    LISTENER => self.accept(),
+                    // While backing off, the timer accepts: calling now
+                    // would only fail again.
+                    LISTENER if self.accept_again.is_none() => self.accept(),
+                    LISTENER => {}
                     WAKER => {}
                     Token(index) => {
                         let end = event.is_read_closed() || event.is_error();
@@ -189,22 +205,23 @@ impl<H: Handler> Loop<H> {
                 return;
             };
             let mut tcp = match listener.accept() {
-                Ok((tcp, _)) => tcp,
+                Ok((tcp, _)) => {
+                    self.backoff.reset();
+                    tcp
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
-                    ) =>
-                {
-                    continue;
-                }
-                Err(e) => {
-                    // Out of descriptors, most likely: the next connection
-                    // to arrive retries.
-                    tracing::warn!("accept: {e}");
-                    return;
-                }
+                Err(e) => match self.backoff.on_error(&e, self.conns.now) {
+                    AcceptAction::Retry => continue,
+                    AcceptAction::Wait(delay) => {
+                        self.accept_again = Some(self.conns.now + delay);
+                        return;
+                    }
+                    // Serve the connections there are; `stop` ends the loop.
+                    _ => {
+                        self.listener = None;
+                        return;
+                    }
+                },
             };
             if !cfg!(target_os = "linux") {
                 let _ = tcp.set_nodelay(true);
@@ -598,6 +615,10 @@ impl<H: Handler> Loop<H> {
         slot.generation = slot.generation.wrapping_add(1);
         self.conns.free.push(index);
         self.shared.connections.fetch_sub(1, Ordering::Relaxed);
+        if self.accept_again.is_some() {
+            // A descriptor is free now: take a queued connection soon.
+            self.accept_again = Some(self.conns.now);
+        }
         if matches!(entry.phase, Phase::Open(_)) {
             let frame = entry.rare.and_then(|r| r.close_frame);
             self.handler.on_close(id, close_frame(frame));

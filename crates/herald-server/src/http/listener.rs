@@ -1,0 +1,67 @@
+//! The accept loop of one listener.
+
+use std::sync::Arc;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::Limits;
+use super::conn::serve_connection;
+use crate::hub::Hub;
+
+/// Accepts on `listener` (with TLS if `tls` is set) and serves each
+/// connection with `router`, until `stop` turns true; then returns once
+/// every connection it started is closed. Running out of descriptors
+/// does not end it (see [`herald::AcceptBackoff`]); an unusable listener
+/// does, with that error, after its connections are done.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    router: Router,
+    limits: Limits,
+    hub: Arc<Hub>,
+    mut stop: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let mut backoff =
+        herald::AcceptBackoff::new().on_error_hook(move |_| hub.metrics().accept_error());
+    // Each connection task holds a receiver; when all are dropped, every
+    // connection is done.
+    let (done_tx, done_rx) = watch::channel(());
+    let result = loop {
+        let (tcp, peer) = tokio::select! {
+            r = herald::accept_tcp(&listener, &mut backoff) => match r {
+                Ok(accepted) => accepted,
+                Err(e) => break Err(e),
+            },
+            () = super::stopped(&mut stop) => break Ok(()),
+        };
+        let _ = tcp.set_nodelay(true);
+        let (router, stop, done) = (router.clone(), stop.clone(), done_rx.clone());
+        match tls.clone() {
+            None => {
+                tokio::spawn(async move {
+                    serve_connection(tcp, peer, router, limits, stop).await;
+                    drop(done);
+                });
+            }
+            Some(tls) => {
+                tokio::spawn(async move {
+                    let handshake = tokio::time::timeout(limits.header_timeout, tls.accept(tcp));
+                    match handshake.await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, peer, router, limits, stop).await
+                        }
+                        Ok(Err(e)) => tracing::debug!("TLS handshake from {peer}: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake from {peer}: timed out"),
+                    }
+                    drop(done);
+                });
+            }
+        }
+    };
+    drop(listener);
+    drop(done_rx);
+    done_tx.closed().await;
+    result
+}
