@@ -24,8 +24,8 @@ fuzz_target!(|data: &[u8]| {
     for line in text.lines() {
         let handled = harness.command(line);
         for sent in &handled.sent {
-            let value: serde_json::Value = serde_json::from_str(sent)
-                .unwrap_or_else(|e| panic!("not JSON ({e}): {sent}"));
+            let value: serde_json::Value =
+                serde_json::from_str(sent).unwrap_or_else(|e| panic!("not JSON ({e}): {sent}"));
             assert!(value.is_object(), "{sent}");
             assert!(
                 value.get("id").is_some() || value.get("push").is_some(),

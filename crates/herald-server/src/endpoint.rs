@@ -28,8 +28,8 @@ use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
+use crate::delivery::Item;
 use crate::hub::{Client, Hub};
-use crate::outbox::Item;
 use crate::protocol::ClientInfo;
 
 /// A client connection, as endpoints see it.
@@ -66,7 +66,13 @@ impl Session {
 
     /// Closes this session with `code` (4000-4999) and `reason`.
     pub fn close(&self, code: u16, reason: &str) {
-        crate::hub::kick(&self.client, code, reason);
+        crate::hub::kick(
+            &self.client,
+            crate::session::Disconnect::Endpoint {
+                code,
+                reason: reason.to_owned(),
+            },
+        );
     }
 }
 

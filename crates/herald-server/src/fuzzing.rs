@@ -66,9 +66,9 @@ impl Harness {
     /// returns the status and the response body.
     pub fn api(&self, api: Api, body: &[u8]) -> (u16, String) {
         let result = match api {
-            Api::Publish => crate::server::publish(&self.hub, body),
-            Api::Broadcast => crate::server::broadcast(&self.hub, body),
-            Api::Disconnect => crate::server::disconnect(&self.hub, body),
+            Api::Publish => crate::http::api::publish(&self.hub, body),
+            Api::Broadcast => crate::http::api::broadcast(&self.hub, body),
+            Api::Disconnect => crate::http::api::disconnect(&self.hub, body),
         };
         match result {
             Ok(json) => (200, json.0.to_string()),

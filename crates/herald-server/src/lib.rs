@@ -39,6 +39,7 @@
 
 mod auth;
 mod config;
+mod delivery;
 mod demo;
 mod endpoint;
 #[cfg(feature = "fuzzing")]
@@ -48,10 +49,10 @@ mod http;
 mod hub;
 mod limits;
 mod metrics;
-mod outbox;
 pub mod protocol;
 mod server;
 mod session;
+mod transport;
 
 pub use auth::{
     Claims, TokenAlgorithm, TokenError, TokenVerifier, sign as sign_token,

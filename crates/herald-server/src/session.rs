@@ -1,234 +1,218 @@
-//! One client connection: `connect`, then commands in and pushes out.
-//!
-//! The task polls two things at once: the WebSocket (commands, and
-//! writing what is queued) and the connection's outbox (publications from
-//! the hub, replies). The outbox is drained into the socket only while the
-//! socket's own queue is under its high-water mark; past that the outbox
-//! fills and the namespace's slow-consumer policy decides.
+//! A client's session, whatever carries it: `connect`, then commands in,
+//! replies and pushes out through the client's outbox, until it ends with
+//! a [`Disconnect`]. The transports (`transport/`) only move text: a
+//! WebSocket pump today, HTTP transports next, each mapping a
+//! `Disconnect` to its own way of saying goodbye (a close code, an HTTP
+//! status, an event).
 
 use std::borrow::Cow;
-use std::future::poll_fn;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::FutureExt as _;
-use herald::{CloseCode, Message, Utf8Bytes};
+use herald::Utf8Bytes;
 use serde::Deserialize;
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use crate::auth;
+use crate::delivery::Item;
 use crate::endpoint::Session;
 use crate::hub::{Client, Hub};
-use crate::outbox::Item;
-use crate::protocol::{self, Error, ErrorCode, Method, close};
+use crate::protocol::{self, Error, ErrorCode, Method};
 
-/// Outbox items moved into the socket per wakeup.
-const BATCH: usize = 64;
-
-enum Step {
-    Frame(Message),
-    Closed,
-    Kicked(u16, String),
+/// Why a session ends, in the protocol's terms; each transport says it
+/// its own way (for WebSocket, `transport::websocket::close_frame`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub(crate) enum Disconnect {
+    /// The client went away or the transport failed: nothing to tell.
+    Gone,
+    /// Something that is not a command, with no id to answer (4101).
+    BadRequest(Cow<'static, str>),
+    /// A missing or invalid token; the reason names the failed check
+    /// (4100).
+    Unauthorized(&'static str),
+    /// No `connect` within the handshake timeout (4004).
+    ConnectTimeout,
+    /// Kept sending after rate-limit errors (4003).
+    RateLimited,
+    /// Its outbox overflowed under the `disconnect` policy (4001).
     SlowConsumer,
+    /// Its token's `exp` passed without a `refresh` (4005).
     TokenExpired,
+    /// Disconnected through the HTTP API (4002).
+    Api(String),
+    /// The server is shutting down; come back after `retry_ms` (1001).
+    Shutdown {
+        /// When to come back, in milliseconds.
+        retry_ms: u128,
+    },
+    /// Closed by an endpoint with its own code (4000-4999).
+    Endpoint {
+        /// The application's code.
+        code: u16,
+        /// Why.
+        reason: String,
+    },
+    /// A failure on our side: a panic, or a token key that did not load
+    /// (1011).
+    Internal(&'static str),
 }
 
-/// How a session ended.
-enum End {
-    /// The server closes with (code, reason).
-    Close(CloseCode, Cow<'static, str>),
-    /// The peer closed, or the connection failed.
-    Peer,
+/// A connected client: its registration in the hub, its token's expiry,
+/// its command rate. Dropping it is the session's end (a guard, so that
+/// it runs on every exit path, a panic included): the client leaves every
+/// channel (leave pushes go out) and the registry, and endpoints hear
+/// `on_close`.
+pub(crate) struct ClientSession {
+    hub: Arc<Hub>,
+    client: Arc<Client>,
+    expiry: auth::Expiry,
+    limiter: RateLimiter,
 }
 
-impl End {
-    fn close(code: u16, reason: impl Into<Cow<'static, str>>) -> Self {
-        Self::Close(CloseCode(code), reason.into())
+impl std::fmt::Debug for ClientSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSession")
+            .field("client", &self.client.info.client)
+            .finish_non_exhaustive()
     }
 }
 
-/// The end of a session, run on every exit path (a normal return, an
-/// error, a panic in the session or in an endpoint, the task being
-/// dropped): the client leaves every channel and the registry, endpoints
-/// hear `on_close`, the gauge goes down. Without it a panic left a ghost
-/// in presence and in the connection count.
-struct Cleanup {
-    hub: Arc<Hub>,
-    client: Option<Arc<Client>>,
+impl ClientSession {
+    /// Handles the first command, which must be `connect`: checks the
+    /// token, registers the client and queues the reply.
+    pub(crate) fn connect(hub: &Arc<Hub>, text: &str) -> Result<Self, Disconnect> {
+        let command: protocol::Command = serde_json::from_str(text)
+            .map_err(|e| Disconnect::BadRequest(protocol::parse_error_message(&e).into()))?;
+        let Method::Connect(params) = command.method else {
+            return Err(Disconnect::BadRequest(
+                "connect first: the first command must be connect".into(),
+            ));
+        };
+        let (user, name, allowed, exp) = match (hub.tokens(), params.token) {
+            (Ok(Some(verifier)), Some(token)) => {
+                let claims = verifier.verify(&token, auth::unix_now()).map_err(|e| {
+                    tracing::info!(check = %e, "connect refused: invalid token");
+                    Disconnect::Unauthorized(e.close_reason())
+                })?;
+                (
+                    claims.sub,
+                    claims.name.or(params.name),
+                    claims.channels,
+                    claims.exp,
+                )
+            }
+            (Ok(Some(_)), None) => return Err(Disconnect::Unauthorized("token required")),
+            // Dev mode: anyone, every channel.
+            (Ok(None), _) => (String::new(), params.name, None, None),
+            // Logged once by `Server::new`.
+            (Err(_), _) => {
+                return Err(Disconnect::Internal("token verification unavailable"));
+            }
+        };
+        let client = hub.register(user, name, allowed);
+        let mut result = serde_json::json!({
+            "client": client.info.client,
+            "version": env!("CARGO_PKG_VERSION"),
+            "ping": hub.config().ping_interval.as_secs(),
+        });
+        let mut expiry = auth::Expiry::default();
+        if let (Ok(Some(verifier)), Some(exp)) = (hub.tokens(), exp) {
+            let ttl = expiry.set(Some(exp), verifier.leeway(), auth::unix_now());
+            result["expires"] = exp.into();
+            result["ttl"] = ttl.into();
+        }
+        push_reply(&client, protocol::reply(command.id, &result));
+        Ok(Self {
+            hub: hub.clone(),
+            limiter: RateLimiter::new(hub.config().max_commands_per_second),
+            client,
+            expiry,
+        })
+    }
+
+    /// The client, as the hub knows it.
+    pub(crate) fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    /// The hub it is registered in.
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Handles one command text: rate limit, then the command. `Err`: the
+    /// session must end.
+    pub(crate) fn command(&mut self, text: &str) -> Result<(), Disconnect> {
+        self.hub.metrics().message_in(text.len());
+        if !self.limiter.allow(Instant::now()) {
+            if self.limiter.exhausted() {
+                return Err(Disconnect::RateLimited);
+            }
+            if let Some(id) = command_id(text) {
+                push_reply(
+                    &self.client,
+                    protocol::reply_error(id, &ErrorCode::RateLimited.into()),
+                );
+            }
+            return Ok(());
+        }
+        handle(&self.hub, &self.client, &mut self.expiry, text)
+            .map_err(|reason| Disconnect::BadRequest(reason.into()))
+    }
+
+    /// Ready when the session must end for a reason of the server's: a
+    /// kick (API, endpoint, shutdown) or the token's expiry. Registers the
+    /// task's waker for both.
+    pub(crate) fn poll_end(&mut self, cx: &mut Context<'_>) -> Poll<Disconnect> {
+        if let Some(d) = self
+            .client
+            .kick
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            return Poll::Ready(d);
+        }
+        if self.expiry.poll(cx).is_ready() {
+            tracing::info!(client = %self.client.info.client, "closed: token expired");
+            return Poll::Ready(Disconnect::TokenExpired);
+        }
+        Poll::Pending
+    }
 }
 
-impl Drop for Cleanup {
+impl Drop for ClientSession {
     fn drop(&mut self) {
-        if let Some(client) = self.client.take() {
-            for (ns, endpoint) in self.hub.unregister(&client) {
-                let session = Session::new(client.clone());
-                // This may run while unwinding, where a second panic would
-                // abort the process: an endpoint's panic stops here.
-                let closed = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                    endpoint.on_close(&self.hub, &session, &ns);
-                }));
-                if let Err(panic) = closed {
-                    self.hub.metrics().panic();
-                    tracing::error!(
-                        client = %client.info.client,
-                        "endpoint on_close for {ns} panicked: {}",
-                        panic_message(&*panic)
-                    );
-                }
+        let client = &self.client;
+        for (ns, endpoint) in self.hub.unregister(client) {
+            let session = Session::new(client.clone());
+            // This may run while unwinding, where a second panic would
+            // abort the process: an endpoint's panic stops here.
+            let closed = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                endpoint.on_close(&self.hub, &session, &ns);
+            }));
+            if let Err(panic) = closed {
+                self.hub.metrics().panic();
+                tracing::error!(
+                    client = %client.info.client,
+                    "endpoint on_close for {ns} panicked: {}",
+                    panic_message(&*panic)
+                );
             }
         }
-        self.hub.metrics().connection_closed();
     }
-}
-
-/// Runs a connection to its end. A panic in the session (or in an
-/// endpoint it calls) closes the connection with 1011, is logged once and
-/// counted, and the cleanup runs as on any other exit.
-pub(crate) async fn run<S>(hub: Arc<Hub>, mut ws: herald::WebSocket<S>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    hub.metrics().connection_opened();
-    let mut cleanup = Cleanup {
-        hub: hub.clone(),
-        client: None,
-    };
-    let session = AssertUnwindSafe(session(&hub, &mut ws, &mut cleanup.client));
-    let end = match session.catch_unwind().await {
-        Ok(end) => end,
-        Err(panic) => {
-            hub.metrics().panic();
-            let client = cleanup.client.as_ref().map(|c| c.info.client.clone());
-            tracing::error!(
-                client = client.as_deref().unwrap_or("-"),
-                "session panicked: {}",
-                panic_message(&*panic)
-            );
-            End::Close(CloseCode::INTERNAL_ERROR, "internal error".into())
-        }
-    };
-    match end {
-        End::Close(code, reason) => {
-            hub.metrics().close(Some(code.0), true);
-            let _ = ws.close(code, close_reason(&reason)).await;
-        }
-        End::Peer => {
-            let code = ws.close_frame().map(|f| f.code.0);
-            hub.metrics().close(code, false);
-        }
-    }
-    drop(cleanup);
 }
 
 /// The text of a panic's payload, for the log.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
     panic
         .downcast_ref::<&str>()
         .copied()
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("(no message)")
-}
-
-/// `reason` cut to what a Close frame holds.
-fn close_reason(reason: &str) -> &str {
-    // RFC 6455 5.5: control frame payloads are at most 125 bytes, two of
-    // them the code.
-    let mut end = reason.len().min(123);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
-}
-
-/// `connect`, then commands until the end. Sets `registered` as soon as
-/// the client is in the hub, so the cleanup finds it whatever happens.
-async fn session<S>(
-    hub: &Arc<Hub>,
-    ws: &mut herald::WebSocket<S>,
-    registered: &mut Option<Arc<Client>>,
-) -> End
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let timeout = hub.config().handshake_timeout;
-    let (client, expiry) = match tokio::time::timeout(timeout, connect(hub, ws)).await {
-        Ok(Ok(connected)) => connected,
-        Ok(Err(end)) => return end,
-        Err(_) => return End::close(close::CONNECT_TIMEOUT, "connect timeout"),
-    };
-    *registered = Some(client.clone());
-    serve(hub, &client, ws, expiry).await
-}
-
-/// Waits for the `connect` command and registers the client; also returns
-/// the timer of the token's `exp`.
-async fn connect<S>(
-    hub: &Arc<Hub>,
-    ws: &mut herald::WebSocket<S>,
-) -> Result<(Arc<Client>, auth::Expiry), End>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let text = match ws.recv().await {
-        Some(Ok(Message::Text(t))) => t,
-        Some(Ok(Message::Binary(_))) => {
-            return Err(End::Close(
-                CloseCode::UNSUPPORTED_DATA,
-                "text frames only".into(),
-            ));
-        }
-        _ => return Err(End::Peer),
-    };
-    hub.metrics().message_in(text.len());
-    let command: protocol::Command = serde_json::from_str(&text)
-        .map_err(|e| End::close(close::BAD_REQUEST, protocol::parse_error_message(&e)))?;
-    let Method::Connect(params) = command.method else {
-        return Err(End::close(
-            close::BAD_REQUEST,
-            "connect first: the first command must be connect",
-        ));
-    };
-    let (user, name, allowed, exp) = match (hub.tokens(), params.token) {
-        (Ok(Some(verifier)), Some(token)) => {
-            let claims = verifier.verify(&token, auth::unix_now()).map_err(|e| {
-                tracing::info!(check = %e, "connect refused: invalid token");
-                End::close(close::UNAUTHORIZED, e.close_reason())
-            })?;
-            (
-                claims.sub,
-                claims.name.or(params.name),
-                claims.channels,
-                claims.exp,
-            )
-        }
-        (Ok(Some(_)), None) => return Err(End::close(close::UNAUTHORIZED, "token required")),
-        // Dev mode: anyone, every channel.
-        (Ok(None), _) => (String::new(), params.name, None, None),
-        // Logged once by `Server::new`.
-        (Err(_), _) => {
-            return Err(End::Close(
-                CloseCode::INTERNAL_ERROR,
-                "token verification unavailable".into(),
-            ));
-        }
-    };
-    let client = hub.register(user, name, allowed);
-    let mut result = serde_json::json!({
-        "client": client.info.client,
-        "version": env!("CARGO_PKG_VERSION"),
-        "ping": hub.config().ping_interval.as_secs(),
-    });
-    let mut expiry = auth::Expiry::default();
-    if let (Ok(Some(verifier)), Some(exp)) = (hub.tokens(), exp) {
-        let ttl = expiry.set(Some(exp), verifier.leeway(), auth::unix_now());
-        result["expires"] = exp.into();
-        result["ttl"] = ttl.into();
-    }
-    push_reply(&client, protocol::reply(command.id, &result));
-    Ok((client, expiry))
 }
 
 fn push_reply(client: &Client, text: String) {
@@ -245,101 +229,6 @@ fn push_reply(client: &Client, text: String) {
     );
 }
 
-async fn serve<S>(
-    hub: &Arc<Hub>,
-    client: &Arc<Client>,
-    ws: &mut herald::WebSocket<S>,
-    mut expiry: auth::Expiry,
-) -> End
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut batch = Vec::new();
-    let mut limiter = RateLimiter::new(hub.config().max_commands_per_second);
-    let high_water = herald::Config::default().write_high_water;
-    loop {
-        let step = poll_fn(|cx| {
-            loop {
-                if let Some((code, reason)) =
-                    client.kick.lock().unwrap_or_else(|p| p.into_inner()).take()
-                {
-                    return Poll::Ready(Step::Kicked(code, reason));
-                }
-                if expiry.poll(cx).is_ready() {
-                    return Poll::Ready(Step::TokenExpired);
-                }
-                // Whether the outbox said "empty" (and so holds our waker).
-                let mut outbox_waits = false;
-                while ws.buffered_amount() < high_water {
-                    match client.outbox.poll_take(cx, BATCH, &mut batch) {
-                        Poll::Ready(Ok(())) => {
-                            let mut now = None;
-                            for item in batch.drain(..) {
-                                if let Some(at) = item.published {
-                                    let now = *now.get_or_insert_with(Instant::now);
-                                    hub.metrics().publish_to_write(now.duration_since(at));
-                                }
-                                if ws.start_send_message(Message::Text(item.text)).is_err() {
-                                    return Poll::Ready(Step::Closed);
-                                }
-                            }
-                        }
-                        Poll::Ready(Err(())) => return Poll::Ready(Step::SlowConsumer),
-                        Poll::Pending => {
-                            outbox_waits = true;
-                            break;
-                        }
-                    }
-                }
-                // Also writes what was just queued.
-                match ws.poll_recv(cx) {
-                    Poll::Ready(Some(Ok(m))) => return Poll::Ready(Step::Frame(m)),
-                    Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(Step::Closed),
-                    Poll::Pending => {}
-                }
-                // The write just made room and the outbox may hold more: no
-                // one would wake us for it (its waker is only armed when
-                // it is found empty), so go round again. Still above the
-                // mark, the socket's write readiness wakes us.
-                if outbox_waits || ws.buffered_amount() >= high_water {
-                    return Poll::Pending;
-                }
-            }
-        })
-        .await;
-        match step {
-            Step::Frame(Message::Text(text)) => {
-                hub.metrics().message_in(text.len());
-                if !limiter.allow(Instant::now()) {
-                    if limiter.exhausted() {
-                        return End::close(close::RATE_LIMITED, "rate limited");
-                    }
-                    if let Some(id) = command_id(&text) {
-                        push_reply(
-                            client,
-                            protocol::reply_error(id, &ErrorCode::RateLimited.into()),
-                        );
-                    }
-                    continue;
-                }
-                if let Err(reason) = handle(hub, client, &mut expiry, &text) {
-                    return End::close(close::BAD_REQUEST, reason);
-                }
-            }
-            Step::Frame(Message::Binary(_)) => {
-                return End::Close(CloseCode::UNSUPPORTED_DATA, "text frames only".into());
-            }
-            Step::Closed => return End::Peer,
-            Step::Kicked(code, reason) => return End::close(code, reason),
-            Step::SlowConsumer => return End::close(close::SLOW_CONSUMER, "slow consumer"),
-            Step::TokenExpired => {
-                tracing::info!(client = %client.info.client, "closed: token expired");
-                return End::close(close::TOKEN_EXPIRED, "token expired");
-            }
-        }
-    }
-}
-
 /// The `id` of a command that did not parse, so the error can be
 /// addressed to it.
 fn command_id(text: &str) -> Option<u32> {
@@ -351,7 +240,7 @@ fn command_id(text: &str) -> Option<u32> {
 }
 
 /// Handles one command. `Err` (a frame that is not a command and has no
-/// id to answer) closes the connection with 4101 and the reason.
+/// id to answer) ends the session with the reason.
 pub(crate) fn handle(
     hub: &Arc<Hub>,
     client: &Arc<Client>,

@@ -20,8 +20,10 @@
 //! after their current response, and [`serve`] returns when the last one
 //! has; upgraded (WebSocket) connections are the session's business.
 
+pub(crate) mod api;
 mod body;
 mod conn;
+pub(crate) mod drain;
 mod listener;
 mod timer;
 

@@ -18,10 +18,15 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::config::{NamespaceConfig, QueuePolicy, ServerConfig};
+use crate::delivery::{Item, Outbox, Pushed};
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
-use crate::outbox::{Item, Outbox, Pushed};
 use crate::protocol::{self, ClientInfo, Error, ErrorCode, Publication};
+use crate::session::Disconnect;
+
+mod channel;
+
+use channel::{Channel, Channels, new_epoch, recover, trim_history};
 
 /// A connection as the hub knows it.
 #[derive(Debug)]
@@ -34,7 +39,7 @@ pub(crate) struct Client {
     pub(crate) allowed: Option<Vec<String>>,
     /// Set to close the connection with (code, reason): API disconnect,
     /// shutdown.
-    pub(crate) kick: Mutex<Option<(u16, String)>>,
+    pub(crate) kick: Mutex<Option<Disconnect>>,
     /// The channels this client is subscribed to. Changed only under the
     /// hub's channel lock; kept here so that per-client questions (how
     /// many, which namespaces) do not scan every channel.
@@ -51,68 +56,6 @@ impl Client {
                 None => p == channel,
             })
         })
-    }
-}
-
-#[derive(Debug)]
-struct Channel {
-    epoch: Arc<str>,
-    name: Arc<str>,
-    /// The last offset given out; 0 before the first publication.
-    top: u64,
-    history: VecDeque<(Instant, Publication)>,
-    subscribers: HashMap<u64, Arc<Client>>,
-    /// Since when the channel has had neither subscribers nor history:
-    /// its epoch and offset are kept for `channel_meta_ttl` after that.
-    idle_since: Option<Instant>,
-}
-
-impl Channel {
-    fn is_idle(&self) -> bool {
-        self.subscribers.is_empty() && self.history.is_empty()
-    }
-}
-
-/// The channels, and the idle ones in the order they went idle.
-#[derive(Debug, Default)]
-struct Channels {
-    map: HashMap<Arc<str>, Channel>,
-    /// (went idle at, name). An entry is stale when the channel has since
-    /// become active or idle again (its `idle_since` differs); stale
-    /// entries are skipped when met. At most `max_idle_channels` long.
-    idle: VecDeque<(Instant, Arc<str>)>,
-}
-
-impl Channels {
-    /// Notes that `name` is idle as of `now` if it has neither
-    /// subscribers nor history, forgetting the longest-idle channels past
-    /// `max` of them.
-    fn settle(&mut self, name: &str, now: Instant, max: usize) {
-        let Some(ch) = self.map.get_mut(name) else {
-            return;
-        };
-        if !ch.is_idle() {
-            ch.idle_since = None;
-            return;
-        }
-        ch.idle_since = Some(now);
-        self.idle.push_back((now, ch.name.clone()));
-        while self.idle.len() > max {
-            self.forget_front();
-        }
-    }
-
-    /// Pops the oldest idle entry; removes its channel if still idle since
-    /// then.
-    fn forget_front(&mut self) {
-        if let Some((at, name)) = self.idle.pop_front()
-            && self
-                .map
-                .get(&name)
-                .is_some_and(|ch| ch.idle_since == Some(at))
-        {
-            self.map.remove(&name);
-        }
     }
 }
 
@@ -176,10 +119,6 @@ impl std::fmt::Debug for dyn Endpoint {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn new_epoch() -> Arc<str> {
-    format!("{:08x}", rand::random::<u32>()).into()
 }
 
 impl Hub {
@@ -283,12 +222,8 @@ impl Hub {
         });
         lock(&self.clients).insert(id, client.clone());
         if self.draining.load(Ordering::SeqCst) {
-            let retry = self.config.drain.as_millis();
-            kick(
-                &client,
-                herald::CloseCode::GOING_AWAY.0,
-                &format!("shutdown; retry in {retry} ms"),
-            );
+            let retry_ms = self.config.drain.as_millis();
+            kick(&client, Disconnect::Shutdown { retry_ms });
         }
         client
     }
@@ -593,16 +528,17 @@ impl Hub {
         lock(&self.clients).len()
     }
 
-    /// Asks connection `client` (its id as a string) to close with `code`
-    /// and `reason`. Returns whether it was found.
-    pub fn disconnect(&self, client: &str, code: u16, reason: &str) -> bool {
+    /// Asks connection `client` (its id as a string) to go, for `reason`
+    /// (the HTTP API's disconnect: close 4002 over WebSocket). Returns
+    /// whether it was found.
+    pub fn disconnect(&self, client: &str, reason: &str) -> bool {
         let Ok(id) = client.parse::<u64>() else {
             return false;
         };
         let Some(c) = lock(&self.clients).get(&id).cloned() else {
             return false;
         };
-        kick(&c, code, reason);
+        kick(&c, Disconnect::Api(reason.to_owned()));
         true
     }
 
@@ -645,43 +581,9 @@ impl Hub {
 }
 
 /// Sets the kick and wakes the connection's task.
-pub(crate) fn kick(client: &Client, code: u16, reason: &str) {
-    *lock(&client.kick) = Some((code, reason.to_owned()));
+pub(crate) fn kick(client: &Client, why: Disconnect) {
+    *lock(&client.kick) = Some(why);
     client.outbox.wake();
-}
-
-fn trim_history(ch: &mut Channel, ns: &NamespaceConfig, now: Instant) {
-    while ch.history.len() > ns.history_size {
-        ch.history.pop_front();
-    }
-    while ch
-        .history
-        .front()
-        .is_some_and(|(at, _)| now.duration_since(*at) > ns.history_ttl)
-    {
-        ch.history.pop_front();
-    }
-}
-
-/// What a client that last saw (`epoch`, `offset`) missed: `recovered` is
-/// true only if every publication after `offset` is still in history.
-fn recover<'a>(ch: &'a Channel, epoch: Option<&str>, offset: u64) -> (bool, Vec<&'a Publication>) {
-    if epoch != Some(&*ch.epoch) || offset > ch.top {
-        // A different epoch: the channel was recreated (or this server
-        // restarted) and offsets mean nothing any more.
-        return (false, Vec::new());
-    }
-    let missed: Vec<&Publication> = ch
-        .history
-        .iter()
-        .map(|(_, p)| p)
-        .filter(|p| p.offset > offset)
-        .collect();
-    let complete = match missed.first() {
-        Some(first) => first.offset == offset + 1,
-        None => offset == ch.top,
-    };
-    (complete, missed)
 }
 
 #[cfg(test)]
