@@ -148,6 +148,13 @@ export class Subscription {
     if (push.pub) this._deliver(push.epoch, push.pub, false);
     else if (push.join) this._call("onJoin", push.join);
     else if (push.leave) this._call("onLeave", push.leave);
+    else if (push.presence) {
+      // A large channel's joins and leaves, batched: the batch may hold
+      // this connection's own join, which single pushes never do.
+      const self = this.client.clientId;
+      for (const j of push.presence.join || []) if (j.client !== self) this._call("onJoin", j);
+      for (const l of push.presence.leave || []) if (l.client !== self) this._call("onLeave", l);
+    }
     else if ("message" in push) this._call("onMessage", push.message);
   }
 }

@@ -417,6 +417,29 @@ const checks = {
     client.disconnect();
   },
 
+  async batched_presence_calls_on_join_and_on_leave() {
+    const { server, client } = setup();
+    const seen = [];
+    client.subscribe("chat:big", {
+      onJoin: (i) => seen.push(`+${i.client}`),
+      onLeave: (i) => seen.push(`-${i.client}`),
+    });
+    client.connect();
+    await until(() => client.subscriptions.get("chat:big")?.state === "subscribed", 1000, "subscribed");
+    server.last.push({ channel: "chat:big", join: { client: "7", user: "" } });
+    // A batch holds this connection's own join (client "1"): not reported.
+    server.last.push({
+      channel: "chat:big",
+      presence: {
+        join: [{ client: "1", user: "" }, { client: "8", user: "" }],
+        leave: [{ client: "7", user: "" }],
+      },
+    });
+    await until(() => seen.length === 3, 1000, "three presence events");
+    assertEq(seen, ["+7", "+8", "-7"], "joins then leaves, own join skipped");
+    client.disconnect();
+  },
+
   async disconnect_then_connect_recovers() {
     const { server, client, events } = setup();
     client.subscribe("chat:t");

@@ -286,6 +286,7 @@ fn client_reconnect_logic() {
         "client/gap_raises_on_gap",
         "client/heartbeat_detects_dead_connection",
         "client/unsubscribe_and_server_refusal",
+        "client/batched_presence_calls_on_join_and_on_leave",
         "client/disconnect_then_connect_recovers",
     ]);
 }

@@ -97,6 +97,10 @@ pub struct ServerConfig {
     /// On shutdown, clients are told to reconnect spread over this window.
     #[serde(with = "secs")]
     pub drain: Duration,
+    /// How often batched joins and leaves (channels past a namespace's
+    /// `join_leave_batch_above`) are pushed.
+    #[serde(with = "secs")]
+    pub join_leave_interval: Duration,
     /// Run the simulated price feed on `quotes:*` and the game on `game:*`.
     pub demos: bool,
     /// A second address serving only `/api/*`, `/metrics` and `/health`,
@@ -144,6 +148,11 @@ pub struct NamespaceConfig {
     pub presence: bool,
     /// Subscribers get join and leave pushes.
     pub join_leave: bool,
+    /// Past this many subscribers in a channel, joins and leaves are no
+    /// longer pushed one by one (each costs a push to every subscriber:
+    /// n joins cost n^2/2) but batched into one `presence` push per
+    /// channel every `join_leave_interval`.
+    pub join_leave_batch_above: usize,
     /// Publications kept per channel for history and recovery.
     pub history_size: usize,
     /// How long a publication is kept, in seconds.
@@ -176,6 +185,7 @@ impl Default for NamespaceConfig {
             allow_publish: false,
             presence: false,
             join_leave: false,
+            join_leave_batch_above: 100,
             history_size: 0,
             history_ttl: Duration::from_secs(300),
             queue_size: 1024,
@@ -240,6 +250,7 @@ impl Default for ServerConfig {
             ping_interval: Duration::from_secs(25),
             pong_timeout: Duration::from_secs(20),
             drain: Duration::from_secs(5),
+            join_leave_interval: Duration::from_secs(1),
             demos: true,
             admin_listen: None,
             tls_cert: None,

@@ -32,7 +32,7 @@ struct RawCommand {
     subscribe: Option<SubscribeParams>,
     unsubscribe: Option<ChannelParams>,
     publish: Option<PublishParams>,
-    presence: Option<ChannelParams>,
+    presence: Option<PresenceParams>,
     history: Option<HistoryParams>,
     ping: Option<Empty>,
     refresh: Option<RefreshParams>,
@@ -75,7 +75,7 @@ pub enum Method {
     /// Publish into a channel, where its namespace allows clients to.
     Publish(PublishParams),
     /// Who is subscribed to a channel.
-    Presence(ChannelParams),
+    Presence(PresenceParams),
     /// A channel's kept publications.
     History(HistoryParams),
     /// Application-level heartbeat (browsers cannot send WebSocket pings).
@@ -115,6 +115,18 @@ pub struct RefreshParams {
 pub struct ChannelParams {
     /// The channel.
     pub channel: String,
+}
+
+/// Parameters of `presence`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceParams {
+    /// The channel.
+    pub channel: String,
+    /// Only how many: `{"count": N}` instead of the list (for a channel
+    /// too large to list).
+    #[serde(default)]
+    pub count: bool,
 }
 
 /// Parameters of `subscribe`.
@@ -365,6 +377,15 @@ pub fn push_publication(channel: &str, epoch: &str, publication: &Publication) -
         },
     })
     .unwrap_or_default()
+}
+
+/// Serializes a batch of joins and leaves:
+/// `{"push": {"channel": c, "presence": {"join": [...], "leave": [...]}}}`.
+pub(crate) fn push_presence_batch(channel: &str, diff: &crate::hub::PresenceDiff) -> String {
+    let join: Vec<&ClientInfo> = diff.joins.iter().map(|c| &**c).collect();
+    let leave: Vec<&ClientInfo> = diff.leaves.iter().map(|c| &**c).collect();
+    serde_json::json!({"push": {"channel": channel, "presence": {"join": join, "leave": leave}}})
+        .to_string()
 }
 
 /// Serializes a join or leave push.

@@ -146,6 +146,17 @@ impl Server {
                 }
             }
         });
+        let presence = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                let mut tick = tokio::time::interval(hub.config().join_leave_interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    hub.flush_presence();
+                }
+            }
+        });
         let demos = hub.config().demos.then(|| crate::demo::start(&hub));
         let connections = self.connections.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -188,6 +199,7 @@ impl Server {
         };
         let (public, admin, ()) = tokio::join!(public, admin, drain);
         sweeper.abort();
+        presence.abort();
         if let Some(d) = demos {
             d.abort();
         }

@@ -297,12 +297,16 @@ pub(crate) fn handle(
         Method::Publish(params) => {
             reply(publish(hub, client, params).map(|v| protocol::reply(id, &v)))
         }
-        Method::Presence(params) => reply(if client.may_access(&params.channel) {
+        Method::Presence(params) => reply(if !client.may_access(&params.channel) {
+            Err(ErrorCode::PermissionDenied.into())
+        } else if params.count {
+            hub.presence_count(&params.channel)
+                .map(|count| protocol::reply(id, &serde_json::json!({ "count": count })))
+                .map_err(Error::from)
+        } else {
             hub.presence(&params.channel)
                 .map(|clients| protocol::reply(id, &serde_json::json!({ "clients": clients })))
                 .map_err(Error::from)
-        } else {
-            Err(ErrorCode::PermissionDenied.into())
         }),
         Method::History(params) => reply(if client.may_access(&params.channel) {
             hub.history(&params.channel, params.limit)

@@ -363,11 +363,31 @@ async fn api_channels(State(server): State<Server>, _: Authorized) -> ApiResult 
     Ok(axum::Json(json!({ "channels": channels })))
 }
 
+#[derive(Deserialize)]
+struct PresenceQuery {
+    /// Only how many: `{"count": N}`.
+    #[serde(default)]
+    count: bool,
+}
+
 async fn api_presence(
     State(server): State<Server>,
     _: Authorized,
     Path(channel): Path<String>,
+    query: Result<Query<PresenceQuery>, QueryRejection>,
 ) -> ApiResult {
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            e.body_text(),
+        )
+    })?;
+    if q.count {
+        return Ok(axum::Json(
+            json!({ "count": server.hub.presence_count(&channel)? }),
+        ));
+    }
     Ok(axum::Json(
         json!({ "clients": server.hub.presence(&channel)? }),
     ))

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::config::NamespaceConfig;
-use crate::protocol::Publication;
+use crate::protocol::{ClientInfo, Publication};
 
 use super::Client;
 
@@ -22,9 +22,30 @@ pub(super) struct Channel {
     /// Since when the channel has had neither subscribers nor history:
     /// its epoch and offset are kept for `channel_meta_ttl` after that.
     pub(super) idle_since: Option<Instant>,
+    /// Joins and leaves waiting for the next batch (a channel past
+    /// `join_leave_batch_above`).
+    pub(super) pending: Option<Box<PresenceDiff>>,
+}
+
+/// Joins and leaves of a channel since its last presence batch.
+#[derive(Debug, Default)]
+pub(crate) struct PresenceDiff {
+    /// Who joined, in order.
+    pub(crate) joins: Vec<Arc<ClientInfo>>,
+    /// Who left, in order.
+    pub(crate) leaves: Vec<Arc<ClientInfo>>,
 }
 
 impl Channel {
+    /// The batch this channel's next join or leave goes into; marks the
+    /// channel in `dirty` when the batch is new.
+    pub(super) fn pending_presence(&mut self, dirty: &mut Vec<Arc<str>>) -> &mut PresenceDiff {
+        if self.pending.is_none() {
+            dirty.push(self.name.clone());
+        }
+        self.pending.get_or_insert_default()
+    }
+
     pub(super) fn is_idle(&self) -> bool {
         self.subscribers.is_empty() && self.history.is_empty()
     }
@@ -38,6 +59,8 @@ pub(super) struct Channels {
     /// become active or idle again (its `idle_since` differs); stale
     /// entries are skipped when met. At most `max_idle_channels` long.
     pub(super) idle: VecDeque<(Instant, Arc<str>)>,
+    /// Channels with a presence batch waiting.
+    pub(super) dirty: Vec<Arc<str>>,
 }
 
 impl Channels {

@@ -26,6 +26,7 @@ use crate::session::Disconnect;
 
 mod channel;
 
+pub(crate) use channel::PresenceDiff;
 use channel::{Channel, Channels, new_epoch, recover, trim_history};
 
 /// A connection as the hub knows it.
@@ -322,6 +323,7 @@ impl Hub {
                     history: VecDeque::new(),
                     subscribers: HashMap::new(),
                     idle_since: None,
+                    pending: None,
                 },
             );
         }
@@ -348,7 +350,11 @@ impl Hub {
             return Err(ErrorCode::PermissionDenied);
         }
         let mut channels = lock(&self.channels);
-        let channels = &mut channels.map;
+        let Channels {
+            map: channels,
+            dirty,
+            ..
+        } = &mut *channels;
         let count = lock(&client.channels).len();
         if channels
             .get(channel)
@@ -389,11 +395,15 @@ impl Hub {
             QueuePolicy::DropOldest,
         );
         if ns.join_leave {
-            self.fan_out(
-                ch,
-                ns,
-                &protocol::push_presence(channel, "join", &client.info),
-            );
+            if ch.subscribers.len() < ns.join_leave_batch_above {
+                self.fan_out(
+                    ch,
+                    ns,
+                    &protocol::push_presence(channel, "join", &client.info),
+                );
+            } else {
+                ch.pending_presence(dirty).joins.push(client.info.clone());
+            }
         }
         ch.subscribers.insert(client.id, client.clone());
         ch.idle_since = None;
@@ -439,11 +449,17 @@ impl Hub {
         if let Ok(ns) = self.namespace(channel)
             && ns.join_leave
         {
-            self.fan_out(
-                ch,
-                ns,
-                &protocol::push_presence(channel, "leave", &client.info),
-            );
+            if ch.subscribers.len() < ns.join_leave_batch_above {
+                self.fan_out(
+                    ch,
+                    ns,
+                    &protocol::push_presence(channel, "leave", &client.info),
+                );
+            } else {
+                ch.pending_presence(&mut channels.dirty)
+                    .leaves
+                    .push(client.info.clone());
+            }
         }
         if ch.is_idle() {
             channels.settle(channel, Instant::now(), self.config.max_idle_channels);
@@ -465,6 +481,38 @@ impl Hub {
                 Pushed::Overflow => self.metrics.slow_consumer_disconnect(),
             }
         }
+    }
+
+    /// Sends the joins and leaves batched since the last call, one push
+    /// per channel (see `join_leave_batch_above`). `Server::serve` calls
+    /// it every `join_leave_interval`.
+    pub fn flush_presence(&self) {
+        let mut channels = lock(&self.channels);
+        let dirty = std::mem::take(&mut channels.dirty);
+        for name in dirty {
+            let Some(ch) = channels.map.get_mut(&name) else {
+                continue;
+            };
+            let Some(diff) = ch.pending.take() else {
+                continue;
+            };
+            if let Ok(ns) = self.namespace(&name) {
+                self.fan_out(ch, ns, &protocol::push_presence_batch(&name, &diff));
+            }
+        }
+    }
+
+    /// How many are subscribed to `channel`, where its namespace keeps
+    /// presence: the answer for a channel too large to list.
+    pub fn presence_count(&self, channel: &str) -> Result<usize, ErrorCode> {
+        if !self.namespace(channel)?.presence {
+            return Err(ErrorCode::PermissionDenied);
+        }
+        let channels = lock(&self.channels);
+        Ok(channels
+            .map
+            .get(channel)
+            .map_or(0, |ch| ch.subscribers.len()))
     }
 
     /// Who is subscribed to `channel`, where its namespace keeps presence.
@@ -786,6 +834,54 @@ mod tests {
         assert_eq!(hub.unsubscribe(&a, "game:two"), Ok(true));
         // Disconnecting reports only namespaces still joined (and with an endpoint).
         assert!(hub.unregister(&a).is_empty());
+    }
+
+    #[test]
+    fn five_thousand_joins_cost_linear_pushes_not_quadratic() {
+        let hub = hub();
+        let above = hub.config().namespaces["chat"].join_leave_batch_above;
+        let clients: Vec<_> = (0..5_000)
+            .map(|i| {
+                let c = hub.register(format!("u{i}"), None, None);
+                hub.subscribe(&c, 1, &sub("chat:big", false, None, None))
+                    .unwrap();
+                c
+            })
+            .collect();
+        // One join push per subscriber present, for the first `above`
+        // joins; the rest wait for the batch.
+        let pushes = |clients: &[Arc<Client>]| -> usize {
+            clients
+                .iter()
+                .map(|c| drain(c).iter().filter(|m| m.contains(r#""push""#)).count())
+                .sum()
+        };
+        let immediate = pushes(&clients);
+        assert_eq!(immediate, above * (above - 1) / 2);
+        hub.flush_presence();
+        let batched: Vec<String> = drain(&clients[4_999]);
+        assert_eq!(batched.len(), 1, "one batch push");
+        let batch: serde_json::Value = serde_json::from_str(&batched[0]).unwrap();
+        assert_eq!(
+            batch["push"]["presence"]["join"].as_array().map(Vec::len),
+            Some(5_000 - above)
+        );
+        // Everyone got that one push: 5,000 in all, not 12.5 million.
+        assert_eq!(pushes(&clients[..4_999]), 4_999);
+        // Nothing is left to flush.
+        hub.flush_presence();
+        assert_eq!(pushes(&clients), 0);
+        // Leaves batch the same way, and the count answers without a list.
+        for c in &clients[..10] {
+            hub.unregister(c);
+        }
+        assert_eq!(hub.presence_count("chat:big"), Ok(4_990));
+        hub.flush_presence();
+        let batch: serde_json::Value = serde_json::from_str(&drain(&clients[20])[0]).unwrap();
+        assert_eq!(
+            batch["push"]["presence"]["leave"].as_array().map(Vec::len),
+            Some(10)
+        );
     }
 
     #[test]
