@@ -171,13 +171,15 @@ impl Server {
             self.routes(public_surface),
             limits,
             hub.clone(),
+            Some(self.clone()),
             stop_rx.clone(),
         );
         let admin = async {
             match admin {
                 Some(admin) => {
                     let router = self.routes(Surface::Admin);
-                    crate::http::serve(admin, None, router, limits, hub.clone(), stop_rx).await
+                    crate::http::serve(admin, None, router, limits, hub.clone(), None, stop_rx)
+                        .await
                 }
                 None => Ok(()),
             }

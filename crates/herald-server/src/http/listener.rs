@@ -15,12 +15,19 @@ use crate::hub::Hub;
 /// every connection it started is closed. Running out of descriptors
 /// does not end it (see [`herald::AcceptBackoff`]); an unusable listener
 /// does, with that error, after its connections are done.
+///
+/// With `websocket` set (the public listener), a plain-TCP connection whose
+/// first request is a WebSocket handshake for the endpoint skips hyper and
+/// axum: `transport::websocket::direct` answers it, and the session holds
+/// the bare socket (hyper's upgraded connection costs ~2 KiB more per
+/// connection for the rest of its life).
 pub(crate) async fn serve(
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     router: Router,
     limits: Limits,
     hub: Arc<Hub>,
+    websocket: Option<crate::server::Server>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let mut backoff =
@@ -40,8 +47,18 @@ pub(crate) async fn serve(
         let (router, stop, done) = (router.clone(), stop.clone(), done_rx.clone());
         match tls.clone() {
             None => {
+                let websocket = websocket.clone();
                 tokio::spawn(async move {
-                    serve_connection(tcp, peer, router, limits, stop).await;
+                    let tcp = match websocket {
+                        Some(server) => {
+                            let header_timeout = limits.header_timeout;
+                            crate::transport::websocket::direct(&server, tcp, header_timeout).await
+                        }
+                        None => Some(tcp),
+                    };
+                    if let Some(tcp) = tcp {
+                        serve_connection(tcp, peer, router, limits, stop).await;
+                    }
                     drop(done);
                 });
             }

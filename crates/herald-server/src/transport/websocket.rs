@@ -39,18 +39,7 @@ pub(crate) async fn upgrade(State(server): State<Server>, mut req: Request) -> R
     let hub = server.hub.clone();
     let max = hub.config().max_connections;
     let connections = server.connections.clone();
-    let hook = |r: &herald::Request| {
-        // RFC 6455 10.2: servers reachable from browsers check Origin.
-        if !origin_allowed(r.origin(), r.host(), &hub.config().allowed_origins) {
-            hub.metrics().handshake_failure("origin");
-            return Err(Reject::new(403, "origin not allowed"));
-        }
-        if connections.load(Ordering::Relaxed) >= max {
-            hub.metrics().handshake_failure("capacity");
-            return Err(Reject::new(503, "too many connections"));
-        }
-        Ok(Upgrade::new())
-    };
+    let hook = |r: &herald::Request| check(&hub, &connections, max, r);
     let (response, upgrading) = match server.acceptor.upgrade_with(&mut req, hook) {
         Ok(r) => r,
         Err(refusal) => {
@@ -73,6 +62,83 @@ pub(crate) async fn upgrade(State(server): State<Server>, mut req: Request) -> R
         }
     });
     response.into_response()
+}
+
+/// What a WebSocket handshake for our endpoint starts with.
+const HANDSHAKE_START: &[u8] = b"GET /connection/websocket";
+
+/// Takes `tcp` if its first request is a WebSocket handshake for our
+/// endpoint, judged from the bytes already received (peeked, nothing
+/// consumed): answers it with herald's own handshake (Origin and
+/// capacity checked as in [`upgrade`]) and runs the session on the bare
+/// socket, waiting at most `header_timeout` for the request. Any other
+/// connection, or one whose first bytes have not arrived whole enough to
+/// tell, is handed back for hyper to serve; it will never see a WebSocket
+/// handshake it could not have answered the same way.
+pub(crate) async fn direct(
+    server: &Server,
+    tcp: tokio::net::TcpStream,
+    header_timeout: std::time::Duration,
+) -> Option<tokio::net::TcpStream> {
+    let mut start = [0u8; HANDSHAKE_START.len() + 1];
+    let ours = match tokio::time::timeout(header_timeout, tcp.peek(&mut start)).await {
+        // Silent past the timeout: hyper would close it the same way.
+        Err(_) => return None,
+        Ok(Ok(n)) => {
+            n == start.len()
+                && start.starts_with(HANDSHAKE_START)
+                && matches!(start[HANDSHAKE_START.len()], b' ' | b'?')
+        }
+        Ok(Err(_)) => return None,
+    };
+    if !ours {
+        return Some(tcp);
+    }
+    let hub = server.hub.clone();
+    let max = hub.config().max_connections;
+    let hook = |r: &herald::Request| {
+        if r.path() != crate::server::WEBSOCKET_PATH {
+            return Err(Reject::new(404, "not found"));
+        }
+        check(&hub, &server.connections, max, r)
+    };
+    let handshake = server.acceptor.accept_with(tcp, hook);
+    let ws = match tokio::time::timeout(header_timeout, handshake).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(herald::Error::Rejected { status, .. })) => {
+            if status != 403 && status != 503 {
+                hub.metrics().handshake_failure("invalid");
+            }
+            return None;
+        }
+        Ok(Err(_)) => {
+            hub.metrics().handshake_failure("invalid");
+            return None;
+        }
+        Err(_) => return None,
+    };
+    let _slot = Slot::take(&server.connections);
+    run(hub, ws, server.acceptor.config().write_high_water).await;
+    None
+}
+
+/// The checks before a 101, on either path: RFC 6455 10.2's Origin check
+/// for servers reachable from browsers, and the connection limit.
+fn check(
+    hub: &Hub,
+    connections: &AtomicUsize,
+    max: usize,
+    r: &herald::Request,
+) -> herald::Decision {
+    if !origin_allowed(r.origin(), r.host(), &hub.config().allowed_origins) {
+        hub.metrics().handshake_failure("origin");
+        return Err(Reject::new(403, "origin not allowed"));
+    }
+    if connections.load(Ordering::Relaxed) >= max {
+        hub.metrics().handshake_failure("capacity");
+        return Err(Reject::new(503, "too many connections"));
+    }
+    Ok(Upgrade::new())
 }
 
 /// One place under `max_connections`, given back when dropped: on every
