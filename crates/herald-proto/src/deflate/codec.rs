@@ -24,6 +24,7 @@ const MAX_INFLATE_STEP: usize = 32 << 10;
 /// See the [module docs](super#memory) for what each costs.
 #[derive(Debug)]
 pub struct PerMessageDeflate {
+    params: DeflateParams,
     deflate: Deflater,
     inflate: Inflater,
     threshold: usize,
@@ -46,6 +47,7 @@ impl PerMessageDeflate {
             Role::Server => (server, client),
         };
         Self {
+            params,
             deflate: Deflater {
                 window_bits: zlib_window_bits(ours.0),
                 no_context_takeover: ours.1,
@@ -60,6 +62,30 @@ impl PerMessageDeflate {
             },
             threshold: config.threshold,
         }
+    }
+
+    /// The negotiated parameters.
+    pub fn params(&self) -> DeflateParams {
+        self.params
+    }
+
+    /// Whether any zlib state is held now. Between messages this is `false`
+    /// for every direction without context takeover: the state is freed at
+    /// the end of each message.
+    pub fn holds_state(&self) -> bool {
+        self.deflate.stream.is_some() || !matches!(self.inflate.state, InflateState::Idle)
+    }
+
+    /// The zlib window our compressor uses, and its level, when our side
+    /// has no context takeover: then every message we send is compressed
+    /// on its own, and one encoding with these two values suits every
+    /// connection that agreed them ([`PreparedMessage`](crate::PreparedMessage)).
+    /// `None` with context takeover, where each message depends on the
+    /// connection's earlier ones.
+    pub(crate) fn shared_encoding(&self) -> Option<(u8, u32)> {
+        self.deflate
+            .no_context_takeover
+            .then_some((self.deflate.window_bits, self.deflate.level))
     }
 
     /// Whether a message of `len` bytes should be sent compressed: it is at
@@ -118,6 +144,19 @@ impl PerMessageDeflate {
 /// holds. Inflating with 9 where 8 was agreed only accepts more.
 fn zlib_window_bits(negotiated: u8) -> u8 {
     clamp_window_bits(negotiated).max(9)
+}
+
+/// Compresses `payload` as a whole message with a fresh compressor of
+/// `window_bits` (as zlib counts them) and `level`, as a side without
+/// context takeover does: the result refers to nothing outside itself.
+pub(crate) fn compress_message(payload: &[u8], window_bits: u8, level: u32) -> Vec<u8> {
+    Deflater {
+        window_bits,
+        no_context_takeover: true,
+        level,
+        stream: None,
+    }
+    .compress(payload, true)
 }
 
 #[derive(Debug)]
