@@ -128,7 +128,7 @@ pub struct Connection {
     config: Arc<Config>,
     state: State,
     receiver: Receiver,
-    /// Boxed: 320 bytes that connections without compression do not pay.
+    /// Boxed: connections without compression do not pay for it.
     deflate: Option<Box<PerMessageDeflate>>,
     /// A message sent with [`Connection::send_frame`] is in progress;
     /// `true` if it is compressed.

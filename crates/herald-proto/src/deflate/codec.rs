@@ -165,15 +165,21 @@ struct Deflater {
     no_context_takeover: bool,
     level: u32,
     /// `None` until the first compressed message, and again after each
-    /// message when our side has no context takeover.
-    stream: Option<Compress>,
+    /// message when our side has no context takeover. Boxed, as is the
+    /// inflater's: between messages a connection without context takeover
+    /// pays for a pointer, not for zlib's handle.
+    stream: Option<Box<Compress>>,
 }
 
 impl Deflater {
     fn compress(&mut self, payload: &[u8], fin: bool) -> Vec<u8> {
         let (level, bits) = (self.level, self.window_bits);
         let stream = self.stream.get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(level), false, bits)
+            Box::new(Compress::new_with_window_bits(
+                Compression::new(level),
+                false,
+                bits,
+            ))
         });
         // The result may sit in a send queue for a while, so aim for little
         // spare capacity: guess 4:1 (JSON and text usually do better), and
@@ -242,7 +248,7 @@ enum InflateState {
     /// No zlib state: before the first message, or between messages of a
     /// peer without context takeover.
     Idle,
-    Inflating(Decompress),
+    Inflating(Box<Decompress>),
     /// The message contained a DEFLATE block with BFINAL set (RFC 7692
     /// 7.2.3.4). The stream is over until the end of the message.
     Finished,
@@ -312,10 +318,10 @@ impl Inflater {
                 // ignored, as zlib does.
                 InflateState::Finished => return Ok(produced),
                 state @ InflateState::Idle => {
-                    *state = InflateState::Inflating(Decompress::new_with_window_bits(
+                    *state = InflateState::Inflating(Box::new(Decompress::new_with_window_bits(
                         false,
                         self.window_bits,
-                    ));
+                    )));
                     continue;
                 }
                 InflateState::Inflating(stream) => stream,
