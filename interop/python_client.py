@@ -13,6 +13,7 @@ Scenarios:
     echo          send every case of the matrix, check each echo, close 1000
     client_close  close with 4000 "done"
     server_close  send "close me" and wait for the server to close
+    reflect       send back every message received, until the server closes
 
 The cases are the same as in interop/scenarios.mjs and tests/common/mod.rs.
 Exits when its stdin closes (the test that started it is gone).
@@ -65,7 +66,7 @@ def size(msg):
 async def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
-    parser.add_argument("scenario", choices=["echo", "client_close", "server_close"])
+    parser.add_argument("scenario", choices=["echo", "client_close", "server_close", "reflect"])
     parser.add_argument("--protocol", action="append", default=[])
     parser.add_argument("--cafile")
     args = parser.parse_args()
@@ -106,6 +107,10 @@ async def main():
                 emit(event="unexpected", message=str(got)[:80])
             except ConnectionClosed:
                 pass
+        elif args.scenario == "reflect":
+            # Ends quietly when the server closes normally.
+            async for msg in ws:
+                await ws.send(msg)
         await ws.wait_closed()
         emit(event="closed", code=ws.close_code, reason=ws.close_reason)
 

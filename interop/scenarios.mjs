@@ -8,6 +8,7 @@
 //   echo          send every case of the matrix, check each echo, close 1000
 //   client_close  close with 4000 "done"
 //   server_close  send "close me" and wait for the server to close
+//   reflect       send back every message received, until the server closes
 //
 // `emit` receives the objects the Rust test compares, in this key order:
 //   {event:"open", protocol, extensions}
@@ -89,6 +90,8 @@ export async function runScenario(open, scenario, emit) {
     ws.send("close me");
     const got = await next();
     if (got !== null) emit({ event: "unexpected", message: String(got).slice(0, 80) });
+  } else if (scenario === "reflect") {
+    for (let got = await next(); got !== null; got = await next()) ws.send(got);
   } else {
     throw new Error(`unknown scenario ${scenario}`);
   }

@@ -51,6 +51,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Sending one message to many connections
+//!
+//! [`PreparedMessage`] frames a message once; [`Connection::send_prepared`]
+//! queues that frame on each connection without copying it. Accept
+//! permessage-deflate with [`DeflateConfig::no_context_takeover`] and the
+//! message is compressed once per window size too, rather than once per
+//! connection, and no connection keeps zlib state between messages.
+//!
 //! # Errors
 //!
 //! A peer that breaks the protocol makes [`Connection::receive`] return a
@@ -86,6 +94,7 @@ pub mod extension;
 pub mod frame;
 pub mod handshake;
 mod message;
+mod prepared;
 pub mod utf8;
 
 pub use close::{CloseCode, CloseFrame};
@@ -95,6 +104,7 @@ pub use deflate::{DeflateConfig, DeflateParams};
 pub use error::{ProtocolError, UserError};
 pub use frame::{FrameHeader, OpCode};
 pub use message::{Message, Utf8Bytes};
+pub use prepared::PreparedMessage;
 
 /// Which end of the connection this is. It decides the masking direction
 /// (RFC 6455 5.1: clients mask, servers do not) and who closes TCP first.

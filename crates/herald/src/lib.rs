@@ -61,6 +61,13 @@
 //! - **Out of descriptors**: [`accept_tcp`] and [`AcceptBackoff`] keep a
 //!   server's accept loop alive through `EMFILE`/`ENFILE`: it waits, serves
 //!   the connections it has, and accepts again once descriptors free up.
+//! - **One message to many connections**: frame it once as a
+//!   [`PreparedMessage`] and queue it on each with
+//!   [`WebSocket::start_send_prepared`] (or [`WebSocket::send_prepared`]):
+//!   no copy per connection. A server that accepts permessage-deflate with
+//!   [`DeflateConfig::no_context_takeover`] then also compresses it once
+//!   per window size rather than once per connection, and keeps no zlib
+//!   state between messages (see `examples/broadcast.rs`).
 //! - **Errors** are blamed: [`Error::Protocol`] (the peer), [`Error::User`]
 //!   (the caller), [`Error::Io`] (the transport). A clean close is `None`
 //!   from `recv`, with [`WebSocket::close_frame`] telling why.
@@ -103,7 +110,9 @@ pub use stream::{client_config, server_config_from_pem};
 pub use herald_proto::Config as ProtocolConfig;
 pub use herald_proto::connection::{Fragment, MessageKind};
 pub use herald_proto::handshake::{Request, Response};
-pub use herald_proto::{CloseCode, CloseFrame, DeflateConfig, Message, Utf8Bytes};
+pub use herald_proto::{
+    CloseCode, CloseFrame, DeflateConfig, DeflateParams, Message, PreparedMessage, Utf8Bytes,
+};
 
 /// Re-exported so users can name TLS types without a second dependency.
 #[cfg(feature = "tls")]

@@ -154,6 +154,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         self.core.is_compressed()
     }
 
+    /// The permessage-deflate parameters the handshake agreed, if it is in
+    /// use (see [`Connection::deflate_params`]).
+    pub fn deflate_params(&self) -> Option<herald_proto::DeflateParams> {
+        self.core.deflate_params()
+    }
+
+    /// Whether permessage-deflate holds zlib state now: always `false`
+    /// between messages when neither side has context takeover (see
+    /// [`Connection::holds_deflate_state`]). For memory accounting.
+    pub fn holds_deflate_state(&self) -> bool {
+        self.core.holds_deflate_state()
+    }
+
     /// The end's role.
     pub fn role(&self) -> Role {
         self.core.role()
@@ -560,6 +573,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
     /// Queues a message without waiting or checking the high-water mark.
     pub fn start_send_message(&mut self, message: Message) -> Result<(), Error> {
         Ok(self.core.send(message)?)
+    }
+
+    /// Queues a message framed once for many connections, without waiting
+    /// or checking the high-water mark, and without copying it: the frame
+    /// this connection agreed to (plain, or compressed for its window
+    /// size) is shared with every other connection sending the same
+    /// [`PreparedMessage`](herald_proto::PreparedMessage). See
+    /// [`Connection::send_prepared`] for which frame that is. It is written
+    /// by the next poll of this socket ([`WebSocket::poll_recv`],
+    /// [`WebSocket::poll_flush_queue`]...).
+    pub fn start_send_prepared(
+        &mut self,
+        message: &herald_proto::PreparedMessage,
+    ) -> Result<(), Error> {
+        Ok(self.core.send_prepared(message)?)
+    }
+
+    /// Sends a prepared message, waiting like [`WebSocket::send`]; see
+    /// [`WebSocket::start_send_prepared`]. Not cancel safe once queued.
+    pub async fn send_prepared(
+        &mut self,
+        message: &herald_proto::PreparedMessage,
+    ) -> Result<(), Error> {
+        poll_fn(|cx| self.poll_ready_to_send(cx)).await?;
+        self.core.send_prepared(message)?;
+        poll_fn(|cx| self.poll_flush_queue(cx)).await
     }
 
     /// Queues one frame of a message sent in pieces, without waiting.

@@ -31,6 +31,7 @@ use crate::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
 use crate::error::{ProtocolError, UserError};
 use crate::frame::{FrameHeader, Head, OpCode, apply_mask};
 use crate::message::Message;
+use crate::prepared::PreparedMessage;
 
 /// Source of client masking keys.
 ///
@@ -127,7 +128,7 @@ pub struct Connection {
     config: Arc<Config>,
     state: State,
     receiver: Receiver,
-    /// Boxed: 320 bytes that connections without compression do not pay.
+    /// Boxed: connections without compression do not pay for it.
     deflate: Option<Box<PerMessageDeflate>>,
     /// A message sent with [`Connection::send_frame`] is in progress;
     /// `true` if it is compressed.
@@ -207,6 +208,20 @@ impl Connection {
     /// Whether permessage-deflate is in use.
     pub fn is_compressed(&self) -> bool {
         self.deflate.is_some()
+    }
+
+    /// The permessage-deflate parameters the handshake agreed, if it is in
+    /// use. `server_max_window_bits` says which compressed frame of a
+    /// [`PreparedMessage`] a server connection sends.
+    pub fn deflate_params(&self) -> Option<DeflateParams> {
+        self.deflate.as_ref().map(|d| d.params())
+    }
+
+    /// Whether permessage-deflate holds zlib state now (a compressor or an
+    /// inflater). Between messages, a side without context takeover holds
+    /// none; with [`DeflateConfig::no_context_takeover`] neither does.
+    pub fn holds_deflate_state(&self) -> bool {
+        self.deflate.as_ref().is_some_and(|d| d.holds_state())
     }
 
     /// The settings.
@@ -444,6 +459,49 @@ impl Connection {
             }
             _ => self.queue_frame(opcode, true, false, payload),
         }
+        Ok(())
+    }
+
+    /// Queues a message framed once for many connections, without copying
+    /// it. Drain [`Connection::poll_transmit`] next.
+    ///
+    /// The frame sent is the one this connection agreed to:
+    /// - no permessage-deflate, or a message under
+    ///   [`DeflateConfig::threshold`]: the plain frame;
+    /// - `server_no_context_takeover` (a server) agreed: the frame
+    ///   compressed for this connection's window size, shared with every
+    ///   other connection of that size (compressed now if none asked for
+    ///   it before);
+    /// - context takeover: the message is compressed by this connection,
+    ///   as [`Connection::send`] does.
+    ///
+    /// A client masks every frame with a fresh key, so it cannot share one:
+    /// it sends the message as [`Connection::send`] does.
+    #[inline]
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> Result<(), UserError> {
+        if self.mask.is_some() {
+            return self.send(message.to_message());
+        }
+        self.check_open()?;
+        if self.sending.is_some() {
+            return Err(UserError::FragmentOutOfOrder);
+        }
+        self.keepalive.sent_data();
+        let transmit = match &mut self.deflate {
+            Some(d) if d.should_compress(message.len()) => match d.shared_encoding() {
+                Some((window_bits, level)) => message
+                    .compressed(window_bits, level)
+                    .unwrap_or_else(|| message.plain()),
+                None => {
+                    let compressed = d.compress(message.payload(), true);
+                    self.queue_frame(message.opcode(), true, true, compressed);
+                    return Ok(());
+                }
+            },
+            _ => message.plain(),
+        };
+        self.buffered += transmit.len();
+        self.transmits.push_back(transmit);
         Ok(())
     }
 

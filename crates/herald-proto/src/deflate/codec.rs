@@ -24,6 +24,7 @@ const MAX_INFLATE_STEP: usize = 32 << 10;
 /// See the [module docs](super#memory) for what each costs.
 #[derive(Debug)]
 pub struct PerMessageDeflate {
+    params: DeflateParams,
     deflate: Deflater,
     inflate: Inflater,
     threshold: usize,
@@ -46,6 +47,7 @@ impl PerMessageDeflate {
             Role::Server => (server, client),
         };
         Self {
+            params,
             deflate: Deflater {
                 window_bits: zlib_window_bits(ours.0),
                 no_context_takeover: ours.1,
@@ -60,6 +62,30 @@ impl PerMessageDeflate {
             },
             threshold: config.threshold,
         }
+    }
+
+    /// The negotiated parameters.
+    pub fn params(&self) -> DeflateParams {
+        self.params
+    }
+
+    /// Whether any zlib state is held now. Between messages this is `false`
+    /// for every direction without context takeover: the state is freed at
+    /// the end of each message.
+    pub fn holds_state(&self) -> bool {
+        self.deflate.stream.is_some() || !matches!(self.inflate.state, InflateState::Idle)
+    }
+
+    /// The zlib window our compressor uses, and its level, when our side
+    /// has no context takeover: then every message we send is compressed
+    /// on its own, and one encoding with these two values suits every
+    /// connection that agreed them ([`PreparedMessage`](crate::PreparedMessage)).
+    /// `None` with context takeover, where each message depends on the
+    /// connection's earlier ones.
+    pub(crate) fn shared_encoding(&self) -> Option<(u8, u32)> {
+        self.deflate
+            .no_context_takeover
+            .then_some((self.deflate.window_bits, self.deflate.level))
     }
 
     /// Whether a message of `len` bytes should be sent compressed: it is at
@@ -120,21 +146,40 @@ fn zlib_window_bits(negotiated: u8) -> u8 {
     clamp_window_bits(negotiated).max(9)
 }
 
+/// Compresses `payload` as a whole message with a fresh compressor of
+/// `window_bits` (as zlib counts them) and `level`, as a side without
+/// context takeover does: the result refers to nothing outside itself.
+pub(crate) fn compress_message(payload: &[u8], window_bits: u8, level: u32) -> Vec<u8> {
+    Deflater {
+        window_bits,
+        no_context_takeover: true,
+        level,
+        stream: None,
+    }
+    .compress(payload, true)
+}
+
 #[derive(Debug)]
 struct Deflater {
     window_bits: u8,
     no_context_takeover: bool,
     level: u32,
     /// `None` until the first compressed message, and again after each
-    /// message when our side has no context takeover.
-    stream: Option<Compress>,
+    /// message when our side has no context takeover. Boxed, as is the
+    /// inflater's: between messages a connection without context takeover
+    /// pays for a pointer, not for zlib's handle.
+    stream: Option<Box<Compress>>,
 }
 
 impl Deflater {
     fn compress(&mut self, payload: &[u8], fin: bool) -> Vec<u8> {
         let (level, bits) = (self.level, self.window_bits);
         let stream = self.stream.get_or_insert_with(|| {
-            Compress::new_with_window_bits(Compression::new(level), false, bits)
+            Box::new(Compress::new_with_window_bits(
+                Compression::new(level),
+                false,
+                bits,
+            ))
         });
         // The result may sit in a send queue for a while, so aim for little
         // spare capacity: guess 4:1 (JSON and text usually do better), and
@@ -203,7 +248,7 @@ enum InflateState {
     /// No zlib state: before the first message, or between messages of a
     /// peer without context takeover.
     Idle,
-    Inflating(Decompress),
+    Inflating(Box<Decompress>),
     /// The message contained a DEFLATE block with BFINAL set (RFC 7692
     /// 7.2.3.4). The stream is over until the end of the message.
     Finished,
@@ -273,10 +318,10 @@ impl Inflater {
                 // ignored, as zlib does.
                 InflateState::Finished => return Ok(produced),
                 state @ InflateState::Idle => {
-                    *state = InflateState::Inflating(Decompress::new_with_window_bits(
+                    *state = InflateState::Inflating(Box::new(Decompress::new_with_window_bits(
                         false,
                         self.window_bits,
-                    ));
+                    )));
                     continue;
                 }
                 InflateState::Inflating(stream) => stream,

@@ -51,18 +51,23 @@
 //! shrink with the window; zlib-rs always gives inflate a 32 KiB window.
 //!
 //! With context takeover this state lives as long as the connection (the
-//! next message may refer back into it). A side whose context is not taken
+//! next message may refer back into it): a server that accepts browsers
+//! with [`DeflateConfig::default`] keeps both for every connection that
+//! has sent and received a compressed message. A side whose context is not taken
 //! over frees its zlib state at the end of every message instead of
 //! resetting it, so an idle connection that negotiated both
 //! `server_no_context_takeover` and `client_no_context_takeover` holds no
 //! zlib memory at all. The price is building the state again per message:
 //! about 6 µs more than a reset for a 15-bit compressor, under 1 µs for a
-//! decompressor.
+//! decompressor. [`DeflateConfig::no_context_takeover`] is the server
+//! setting for this, and [`PreparedMessage`](crate::PreparedMessage)
+//! compresses a message once for all such connections.
 
 mod codec;
 mod negotiate;
 
 pub use codec::PerMessageDeflate;
+pub(crate) use codec::compress_message;
 
 use std::fmt;
 
@@ -110,6 +115,36 @@ impl Default for DeflateConfig {
 }
 
 impl DeflateConfig {
+    /// A server that sends the same messages to many connections (a push
+    /// server, a broadcast): accepts every permessage-deflate offer with
+    /// `server_no_context_takeover` and `client_no_context_takeover`, asked
+    /// or not (RFC 7692 7.1.1.1 and 7.1.1.2 let the server add both).
+    ///
+    /// Then no connection holds zlib state between messages, and a message
+    /// compressed once suits every connection that agreed the same
+    /// `server_max_window_bits`: send it with
+    /// [`Connection::send_prepared`](crate::Connection::send_prepared). The
+    /// other settings are the defaults.
+    ///
+    /// ```
+    /// use herald_proto::DeflateConfig;
+    ///
+    /// let (agreed, response) = DeflateConfig::no_context_takeover()
+    ///     .accept([&b"permessage-deflate; client_max_window_bits"[..]])?
+    ///     .expect("accepted");
+    /// assert_eq!(
+    ///     response,
+    ///     "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+    /// );
+    /// assert_eq!(agreed.server_max_window_bits, 15);
+    /// # Ok::<(), herald_proto::deflate::ExtensionError>(())
+    /// ```
+    pub fn no_context_takeover() -> Self {
+        Self::default()
+            .server_no_context_takeover(true)
+            .client_no_context_takeover(true)
+    }
+
     /// Sets [`DeflateConfig::server_no_context_takeover`].
     pub fn server_no_context_takeover(mut self, yes: bool) -> Self {
         self.server_no_context_takeover = yes;

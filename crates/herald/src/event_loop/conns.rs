@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use herald_proto::connection::State;
-use herald_proto::{CloseCode, CloseFrame, Connection, Message};
+use herald_proto::{CloseCode, CloseFrame, Connection, Message, PreparedMessage, UserError};
 use mio::net::TcpStream;
 
 use super::{ConnId, SendStatus};
@@ -199,7 +199,12 @@ impl Connections {
             .filter(|e| matches!(e.phase, Phase::Open(_)))
     }
 
-    fn send(&mut self, index: u32, message: Message) -> SendStatus {
+    /// Queues with `send` on the connection's core.
+    fn send(
+        &mut self,
+        index: u32,
+        send: impl FnOnce(&mut Connection) -> Result<(), UserError>,
+    ) -> SendStatus {
         let (high_water, max_buffered) = (self.high_water, self.max_buffered);
         let current = self.current;
         let Some(entry) = self.entry(index) else {
@@ -211,7 +216,7 @@ impl Connections {
         if core.buffered_amount() > max_buffered {
             return SendStatus::Dropped;
         }
-        if core.send(message).is_err() {
+        if send(core).is_err() {
             return SendStatus::Closed;
         }
         let status = if core.buffered_amount() > high_water {
@@ -266,7 +271,15 @@ impl Conn<'_> {
     /// Queues `message`. It is written when the callback returns, together
     /// with whatever else the callbacks of this wakeup queued.
     pub fn send(&mut self, message: Message) -> SendStatus {
-        self.conns.send(self.index, message)
+        self.conns.send(self.index, |core| core.send(message))
+    }
+
+    /// Queues a message framed (and compressed) once for many connections,
+    /// as [`WebSocket::start_send_prepared`](crate::WebSocket::start_send_prepared)
+    /// does; written like [`Conn::send`]'s.
+    pub fn send_prepared(&mut self, message: &PreparedMessage) -> SendStatus {
+        self.conns
+            .send(self.index, |core| core.send_prepared(message))
     }
 
     /// Starts the close handshake with `code` and `reason` (at most 123
