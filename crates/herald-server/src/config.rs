@@ -65,6 +65,9 @@ pub struct ServerConfig {
     /// HTTP API, a client's `publish`, an endpoint. Larger data is refused
     /// (error 109, HTTP 413).
     pub max_publication_size: usize,
+    /// permessage-deflate (RFC 7692) for the clients that offer it, as
+    /// browsers always do.
+    pub deflate: DeflateMode,
     /// Deepest nesting of arrays and objects in publication `data`, from
     /// any source. Deeper data is refused (error 109, HTTP 400).
     pub max_publication_depth: usize,
@@ -164,6 +167,23 @@ pub struct NamespaceConfig {
     pub on_full: QueuePolicy,
 }
 
+/// How `herald serve` answers clients that offer permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeflateMode {
+    /// Never agreed: every frame goes uncompressed.
+    Off,
+    /// Agreed without context takeover either way (RFC 7692 7.1.1.1 and
+    /// 7.1.2.1 let the server ask for both): each publication is
+    /// compressed once per window size and the frame shared by every
+    /// subscriber, and no connection keeps zlib state between messages.
+    Shared,
+    /// Agreed with context takeover: better ratios on repetitive streams,
+    /// but each connection keeps its own zlib windows (hundreds of KB) and
+    /// compresses every publication itself.
+    PerConnection,
+}
+
 /// What to do when a slow subscriber's queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -241,6 +261,7 @@ impl Default for ServerConfig {
             max_message_size: 72 << 10,
             max_publication_size: 64 << 10,
             max_publication_depth: 64,
+            deflate: DeflateMode::Shared,
             api_max_body_size: 1 << 20,
             channel_meta_ttl: Duration::from_secs(24 * 3600),
             max_idle_channels: 100_000,

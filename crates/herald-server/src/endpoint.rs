@@ -55,7 +55,7 @@ impl Session {
         self.client.outbox.push(
             Item {
                 key: None,
-                text: text.into(),
+                message: crate::delivery::prepared(text),
                 reply: true,
                 published: None,
             },

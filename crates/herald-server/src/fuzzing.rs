@@ -84,6 +84,6 @@ impl Harness {
                 .outbox
                 .poll_take(&mut cx, usize::MAX, &mut items)
         {}
-        items.into_iter().map(|i| i.text.to_string()).collect()
+        items.iter().map(crate::delivery::Item::text).collect()
     }
 }

@@ -58,7 +58,7 @@ pub use auth::{
     Claims, TokenAlgorithm, TokenError, TokenVerifier, sign as sign_token,
     sign_with as sign_token_with, unix_now, verify as verify_token,
 };
-pub use config::{NamespaceConfig, QueuePolicy, ServerConfig};
+pub use config::{DeflateMode, NamespaceConfig, QueuePolicy, ServerConfig};
 pub use demo::{ARENA, SYMBOLS};
 pub use endpoint::{Endpoint, Session};
 pub use hub::{History, Hub, Published};

@@ -14,7 +14,7 @@ use axum::routing::get;
 use herald::{Acceptor, Config};
 use tokio::net::TcpListener;
 
-use crate::config::ServerConfig;
+use crate::config::{DeflateMode, ServerConfig};
 use crate::http::api::{self, ApiError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -44,7 +44,11 @@ impl Server {
                     .pong_timeout(config.pong_timeout),
             )
             .handshake_timeout(config.handshake_timeout)
-            .deflate(Some(herald::DeflateConfig::default()));
+            .deflate(match config.deflate {
+                DeflateMode::Off => None,
+                DeflateMode::Shared => Some(herald::DeflateConfig::no_context_takeover()),
+                DeflateMode::PerConnection => Some(herald::DeflateConfig::default()),
+            });
         let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
         for warning in hub.config().warnings() {
             tracing::warn!("{warning}");

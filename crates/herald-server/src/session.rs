@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use herald::Utf8Bytes;
 use serde::Deserialize;
 use tokio::time::Instant;
 
@@ -220,7 +219,7 @@ fn push_reply(client: &Client, text: String) {
     client.outbox.push(
         Item {
             key: None,
-            text: Utf8Bytes::from(text),
+            message: crate::delivery::prepared(text),
             reply: true,
             published: None,
         },

@@ -4,4 +4,4 @@
 
 mod outbox;
 
-pub(crate) use outbox::{Item, Outbox, Pushed};
+pub(crate) use outbox::{Item, Outbox, Pushed, prepared};

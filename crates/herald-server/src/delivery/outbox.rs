@@ -7,7 +7,7 @@ use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
-use herald::Utf8Bytes;
+use herald::{Message, PreparedMessage};
 
 use crate::config::QueuePolicy;
 
@@ -15,7 +15,9 @@ use crate::config::QueuePolicy;
 #[derive(Debug, Clone)]
 pub(crate) struct Item {
     pub(crate) key: Option<std::sync::Arc<str>>,
-    pub(crate) text: Utf8Bytes,
+    /// Framed once (and compressed once per window size, on first use),
+    /// shared by every connection it is queued for.
+    pub(crate) message: PreparedMessage,
     /// A reply to a command: never dropped by a policy.
     pub(crate) reply: bool,
     /// When the publication was made, for the publish-to-write latency;
@@ -29,6 +31,19 @@ struct Inner {
     waker: Option<Waker>,
     /// The disconnect policy fired: the connection must close (4001).
     overflowed: bool,
+}
+
+/// A text frame for `text`, ready to be queued on many connections.
+pub(crate) fn prepared(text: String) -> PreparedMessage {
+    PreparedMessage::new(Message::Text(text.into()))
+}
+
+impl Item {
+    /// The frame's text (for tests and the fuzz targets).
+    #[cfg_attr(not(any(test, feature = "fuzzing")), allow(dead_code))]
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(self.message.payload()).into_owned()
+    }
 }
 
 /// What [`Outbox::push`] did.
@@ -171,7 +186,7 @@ mod tests {
     fn item(key: &str, text: &'static str) -> Item {
         Item {
             key: Some(key.into()),
-            text: Utf8Bytes::from_static(text),
+            message: prepared(text.into()),
             reply: false,
             published: None,
         }
@@ -182,14 +197,14 @@ mod tests {
         let o = Outbox::default();
         let reply = Item {
             key: None,
-            text: Utf8Bytes::from_static("reply"),
+            message: prepared("reply".into()),
             reply: true,
             published: None,
         };
         o.push(reply, usize::MAX, QueuePolicy::DropOldest);
         o.push(item("a", "1"), 2, QueuePolicy::DropOldest);
         o.push(item("a", "2"), 2, QueuePolicy::DropOldest);
-        let texts: Vec<String> = o.lock().queue.iter().map(|i| i.text.to_string()).collect();
+        let texts: Vec<String> = o.lock().queue.iter().map(Item::text).collect();
         assert_eq!(texts, ["reply", "2"]);
     }
 
@@ -217,7 +232,7 @@ mod tests {
             o.push(item("a", "a2"), 2, QueuePolicy::Latest),
             Pushed::Replaced
         );
-        let texts: Vec<String> = o.lock().queue.iter().map(|i| i.text.to_string()).collect();
+        let texts: Vec<String> = o.lock().queue.iter().map(Item::text).collect();
         assert_eq!(texts, ["a2", "b1"]);
         assert_eq!(
             o.push(item("c", "c1"), 2, QueuePolicy::Latest),

@@ -13,12 +13,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::time::Instant;
 
-use herald::Utf8Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::config::{NamespaceConfig, QueuePolicy, ServerConfig};
-use crate::delivery::{Item, Outbox, Pushed};
+use crate::delivery::{Item, Outbox, Pushed, prepared};
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientInfo, Error, ErrorCode, Publication};
@@ -271,8 +270,8 @@ impl Hub {
             data,
             info: info.cloned(),
         };
-        let text = Utf8Bytes::from(protocol::push_publication(channel, &ch.epoch, &publication));
-        self.metrics.publication(text.len());
+        let message = prepared(protocol::push_publication(channel, &ch.epoch, &publication));
+        self.metrics.publication(message.len());
         if ns.history_size > 0 {
             ch.history.push_back((now, publication));
             trim_history(ch, ns, now);
@@ -281,7 +280,7 @@ impl Hub {
         for sub in ch.subscribers.values() {
             let item = Item {
                 key: Some(ch.name.clone()),
-                text: text.clone(),
+                message: message.clone(),
                 reply: false,
                 published: Some(now),
             };
@@ -298,7 +297,7 @@ impl Hub {
             }
             delivered += 1;
         }
-        self.metrics.messages_out(delivered, text.len());
+        self.metrics.messages_out(delivered, message.len());
         let published = Published {
             offset: ch.top,
             epoch: ch.epoch.to_string(),
@@ -387,7 +386,7 @@ impl Hub {
         client.outbox.push(
             Item {
                 key: None,
-                text: reply.into(),
+                message: prepared(reply),
                 reply: true,
                 published: None,
             },
@@ -399,7 +398,7 @@ impl Hub {
                 self.fan_out(
                     ch,
                     ns,
-                    &protocol::push_presence(channel, "join", &client.info),
+                    protocol::push_presence(channel, "join", &client.info),
                 );
             } else {
                 ch.pending_presence(dirty).joins.push(client.info.clone());
@@ -453,7 +452,7 @@ impl Hub {
                 self.fan_out(
                     ch,
                     ns,
-                    &protocol::push_presence(channel, "leave", &client.info),
+                    protocol::push_presence(channel, "leave", &client.info),
                 );
             } else {
                 ch.pending_presence(&mut channels.dirty)
@@ -466,12 +465,12 @@ impl Hub {
         }
     }
 
-    fn fan_out(&self, ch: &Channel, ns: &NamespaceConfig, text: &str) {
-        let text = Utf8Bytes::from(text);
+    fn fan_out(&self, ch: &Channel, ns: &NamespaceConfig, text: String) {
+        let message = prepared(text);
         for sub in ch.subscribers.values() {
             let item = Item {
                 key: None,
-                text: text.clone(),
+                message: message.clone(),
                 reply: false,
                 published: None,
             };
@@ -497,7 +496,7 @@ impl Hub {
                 continue;
             };
             if let Ok(ns) = self.namespace(&name) {
-                self.fan_out(ch, ns, &protocol::push_presence_batch(&name, &diff));
+                self.fan_out(ch, ns, protocol::push_presence_batch(&name, &diff));
             }
         }
     }
@@ -654,7 +653,7 @@ mod tests {
         let mut cx = std::task::Context::from_waker(waker);
         let mut out = Vec::new();
         let _ = c.outbox.poll_take(&mut cx, usize::MAX, &mut out);
-        out.into_iter().map(|i| i.text.to_string()).collect()
+        out.iter().map(Item::text).collect()
     }
 
     fn sub(

@@ -313,7 +313,7 @@ where
                                     let now = *now.get_or_insert_with(Instant::now);
                                     metrics.publish_to_write(now.duration_since(at));
                                 }
-                                if ws.start_send_message(Message::Text(item.text)).is_err() {
+                                if ws.start_send_prepared(&item.message).is_err() {
                                     return Poll::Ready(Step::Closed);
                                 }
                             }
