@@ -394,15 +394,7 @@ impl Hub {
             QueuePolicy::DropOldest,
         );
         if ns.join_leave {
-            if ch.subscribers.len() < ns.join_leave_batch_above {
-                self.fan_out(
-                    ch,
-                    ns,
-                    protocol::push_presence(channel, "join", &client.info),
-                );
-            } else {
-                ch.pending_presence(dirty).joins.push(client.info.clone());
-            }
+            self.announce(ch, ns, dirty, Presence::Join, &client.info);
         }
         ch.subscribers.insert(client.id, client.clone());
         ch.idle_since = None;
@@ -437,7 +429,8 @@ impl Hub {
     }
 
     fn leave(&self, channels: &mut Channels, channel: &str, client: &Client) {
-        let Some(ch) = channels.map.get_mut(channel) else {
+        let Channels { map, dirty, .. } = channels;
+        let Some(ch) = map.get_mut(channel) else {
             return;
         };
         if ch.subscribers.remove(&client.id).is_none() {
@@ -448,20 +441,37 @@ impl Hub {
         if let Ok(ns) = self.namespace(channel)
             && ns.join_leave
         {
-            if ch.subscribers.len() < ns.join_leave_batch_above {
-                self.fan_out(
-                    ch,
-                    ns,
-                    protocol::push_presence(channel, "leave", &client.info),
-                );
-            } else {
-                ch.pending_presence(&mut channels.dirty)
-                    .leaves
-                    .push(client.info.clone());
-            }
+            self.announce(ch, ns, dirty, Presence::Leave, &client.info);
         }
         if ch.is_idle() {
             channels.settle(channel, Instant::now(), self.config.max_idle_channels);
+        }
+    }
+
+    /// A join or leave of `info` in `ch`: pushed at once to its
+    /// subscribers, or, past `join_leave_batch_above`, kept for the next
+    /// batch.
+    fn announce(
+        &self,
+        ch: &mut Channel,
+        ns: &NamespaceConfig,
+        dirty: &mut Vec<Arc<str>>,
+        what: Presence,
+        info: &Arc<ClientInfo>,
+    ) {
+        if ch.subscribers.len() < ns.join_leave_batch_above {
+            let kind = match what {
+                Presence::Join => "join",
+                Presence::Leave => "leave",
+            };
+            let text = protocol::push_presence(&ch.name, kind, info);
+            self.fan_out(ch, ns, text);
+            return;
+        }
+        let diff = ch.pending_presence(dirty);
+        match what {
+            Presence::Join => diff.joins.push(info.clone()),
+            Presence::Leave => diff.leaves.push(info.clone()),
         }
     }
 
@@ -625,6 +635,13 @@ impl Hub {
     pub fn channels_held(&self) -> usize {
         lock(&self.channels).map.len()
     }
+}
+
+/// Which presence change [`Hub::announce`] tells.
+#[derive(Debug, Clone, Copy)]
+enum Presence {
+    Join,
+    Leave,
 }
 
 /// Sets the kick and wakes the connection's task.
