@@ -108,6 +108,23 @@ enum Protocol {
 /// At most this many publications in a closed-loop run.
 const MAX_PUBLICATIONS: usize = 1 << 20;
 
+/// Time the threads of process `pid` (or this process) spent runnable but
+/// waiting for a CPU, from /proc/PID/task/*/schedstat (field 2, ns): on a
+/// shared machine, what other work took from the run. `None` where the
+/// kernel has no schedstats.
+fn runqueue_wait(pid: Option<u32>) -> Option<Duration> {
+    let dir = match pid {
+        Some(p) => format!("/proc/{p}/task"),
+        None => "/proc/self/task".to_owned(),
+    };
+    let mut total = 0u64;
+    for task in std::fs::read_dir(dir).ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        total += stat.split_whitespace().nth(1)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_nanos(total))
+}
+
 fn unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -643,6 +660,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         let mut publisher = Publisher::connect(target.addr, target.authority.clone()).await?;
         let server0 = args.server_pid.map(CpuTime::of).transpose()?;
         let own0 = CpuTime::own()?;
+        let waits0 = (
+            args.server_pid.and_then(|p| runqueue_wait(Some(p))),
+            runqueue_wait(None),
+        );
         let t0 = Instant::now();
         let first_ns = unix_ns();
         let mut published = 0usize;
@@ -690,6 +711,13 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             _ => None,
         };
         let own = CpuTime::own()?.since(own0);
+        let since =
+            |now: Option<Duration>, then: Option<Duration>| Some(now?.saturating_sub(then?));
+        let server_wait = since(
+            args.server_pid.and_then(|p| runqueue_wait(Some(p))),
+            waits0.0,
+        );
+        let own_wait = since(runqueue_wait(None), waits0.1);
         let wall = t0.elapsed().as_secs_f64();
         let rss_end = args.server_pid.map(rss_bytes).transpose()?;
         Ok::<_, BoxError>(Outcome {
@@ -701,6 +729,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             wall,
             server,
             own,
+            server_wait,
+            own_wait,
         })
     });
     board.stop.store(true, Ordering::Relaxed);
@@ -766,13 +796,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     if args.json {
         let server_cpu = match o.server {
             Some(c) => format!(
-                "{{\"util\":{},\"user_s\":{:.3},\"system_s\":{:.3},\"us_per_delivery\":{},\"user_us_per_delivery\":{},\"system_us_per_delivery\":{}}}",
+                "{{\"util\":{},\"user_s\":{:.3},\"system_s\":{:.3},\"us_per_delivery\":{},\"user_us_per_delivery\":{},\"system_us_per_delivery\":{},\"runqueue_wait_s\":{}}}",
                 json_opt(server_util, 4),
                 c.user.as_secs_f64(),
                 c.system.as_secs_f64(),
                 json_opt(per_delivery(c.total()), 4),
                 json_opt(per_delivery(c.user), 4),
                 json_opt(per_delivery(c.system), 4),
+                json_opt(o.server_wait.map(|d| d.as_secs_f64()), 3),
             ),
             None => "null".into(),
         };
@@ -781,7 +812,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             Protocol::Socketio => "socketio",
         };
         println!(
-            "{{\"scenario\":\"fanout\",\"server\":{},\"protocol\":\"{protocol}\",\"channel\":{},\"subscribers\":{connected},\"threads\":{threads},\"rate\":{},\"in_flight\":{},\"size\":{},\"connect_seconds\":{connect_secs:.3},\"publications\":{},\"publish_seconds\":{:.3},\"seconds\":{window:.3},\"deliveries\":{deliveries},\"expected_deliveries\":{expected},\"deliveries_per_sec\":{rate:.0},\"missed_publications\":{missed},\"out_of_order\":{out_of_order},\"unexpected_frames\":{unexpected},\"connections_lost\":{lost},\"first_error\":{},\"all_reached_us\":{},\"delivery_us\":{},\"server_rss_bytes\":{{\"before\":{},\"connected\":{},\"end\":{}}},\"server_bytes_per_connection\":{},\"server_cpu\":{server_cpu},\"generator_cpu\":{{\"util\":{own_util:.4},\"user_s\":{:.3},\"system_s\":{:.3}}}}}",
+            "{{\"scenario\":\"fanout\",\"server\":{},\"protocol\":\"{protocol}\",\"channel\":{},\"subscribers\":{connected},\"threads\":{threads},\"rate\":{},\"in_flight\":{},\"size\":{},\"connect_seconds\":{connect_secs:.3},\"publications\":{},\"publish_seconds\":{:.3},\"seconds\":{window:.3},\"deliveries\":{deliveries},\"expected_deliveries\":{expected},\"deliveries_per_sec\":{rate:.0},\"missed_publications\":{missed},\"out_of_order\":{out_of_order},\"unexpected_frames\":{unexpected},\"connections_lost\":{lost},\"first_error\":{},\"all_reached_us\":{},\"delivery_us\":{},\"server_rss_bytes\":{{\"before\":{},\"connected\":{},\"end\":{}}},\"server_bytes_per_connection\":{},\"server_cpu\":{server_cpu},\"generator_cpu\":{{\"util\":{own_util:.4},\"user_s\":{:.3},\"system_s\":{:.3},\"runqueue_wait_s\":{}}},\"wall_seconds\":{:.3}}}",
             json_str(Some(&args.server)),
             json_str(Some(&args.channel)),
             if args.in_flight.is_some() {
@@ -802,6 +833,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             json_opt(per_conn, 0),
             o.own.user.as_secs_f64(),
             o.own.system.as_secs_f64(),
+            json_opt(o.own_wait.map(|d| d.as_secs_f64()), 3),
+            o.wall,
         );
     } else {
         println!(
@@ -848,6 +881,16 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             );
         }
         println!("generator CPU       {:.1} % of one core", own_util * 100.0);
+        if let Some(w) = o.server_wait {
+            println!(
+                "waiting for a CPU   server {:.1} % of the time, generator {}",
+                w.as_secs_f64() / o.wall * 100.0,
+                o.own_wait.map_or("?".into(), |g| format!(
+                    "{:.1} %",
+                    g.as_secs_f64() / o.wall * 100.0
+                )),
+            );
+        }
     }
     Ok(
         if missed == 0 && out_of_order == 0 && lost == 0 && connected == args.subscribers {
@@ -867,6 +910,8 @@ struct Outcome {
     wall: f64,
     server: Option<CpuTime>,
     own: CpuTime,
+    server_wait: Option<Duration>,
+    own_wait: Option<Duration>,
 }
 
 #[cfg(test)]
