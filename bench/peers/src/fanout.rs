@@ -104,7 +104,7 @@ fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
 }
 
 async fn connection(state: Rc<State>, mut stream: TcpStream) {
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = Vec::new();
     let Some(end) = read_head(&mut stream, &mut buf).await else {
         return;
     };
@@ -112,34 +112,45 @@ async fn connection(state: Rc<State>, mut stream: TcpStream) {
         api(state, stream, buf).await;
         return;
     }
-    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let Some(key) = header(&head, "sec-websocket-key") else {
+    let head = std::str::from_utf8(&buf[..end]).unwrap_or("");
+    let Some(key) = header(head, "sec-websocket-key") else {
         let _ = stream
             .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
             .await;
         return;
     };
     let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-    let response = format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    );
-    if stream.write_all(response.as_bytes()).await.is_err() {
+    let mut response = [0u8; 160];
+    let head = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
+    let mut n = 0;
+    for part in [&head[..], accept.as_bytes(), b"\r\n\r\n"] {
+        response[n..n + part.len()].copy_from_slice(part);
+        n += part.len();
+    }
+    drop(accept);
+    buf.drain(..end);
+    buf.shrink_to_fit();
+    if stream.write_all(&response[..n]).await.is_err() {
         return;
     }
-    buf.drain(..end);
     websocket(state, Rc::new(stream), buf).await;
 }
 
-/// Reads until the end of an HTTP head; returns its length.
+/// Reads until the end of an HTTP head; returns its length. The read
+/// buffer is on the stack between two awaits, so it is not part of the
+/// task (a task keeps the size of its largest state for its whole life).
 async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
     loop {
         if let Some(i) = find(buf, b"\r\n\r\n") {
             return Some(i + 4);
         }
+        stream.readable().await.ok()?;
         let mut chunk = [0u8; 2048];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
+        match stream.try_read(&mut chunk) {
+            Ok(0) => return None,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return None,
         }
     }
 }
@@ -155,10 +166,10 @@ async fn api(state: Rc<State>, mut stream: TcpStream, mut buf: Vec<u8>) {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         while buf.len() < end + len {
-            let mut chunk = [0u8; 4096];
-            match stream.read(&mut chunk).await {
+            buf.reserve(end + len - buf.len());
+            match stream.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
             }
         }
         let body = String::from_utf8_lossy(&buf[end..end + len]).into_owned();
@@ -400,7 +411,6 @@ async fn websocket(state: Rc<State>, sock: Rc<TcpStream>, mut buf: Vec<u8>) {
         busy: Cell::new(false),
         dead: Cell::new(false),
     });
-    let mut chunk = vec![0u8; 4096];
     'conn: loop {
         while let Some((opcode, data, used)) = client_frame(&buf) {
             buf.drain(..used);
@@ -424,9 +434,14 @@ async fn websocket(state: Rc<State>, sock: Rc<TcpStream>, mut buf: Vec<u8>) {
                 }
             }
         }
+        // Commands are small and rare: between them, no read buffer.
+        if buf.is_empty() {
+            buf = Vec::new();
+        }
         if sock.readable().await.is_err() {
             break;
         }
+        let mut chunk = [0u8; 512];
         match sock.try_read(&mut chunk) {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
