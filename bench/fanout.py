@@ -265,13 +265,26 @@ def headroom(runs):
     c = get(runs, "combining", "saturation")
     if not c or "deliveries_per_sec" not in c:
         return "No saturation run against the combining baseline: no headroom figure."
-    g = get(c, "generator_cpu", "util") or 0
-    s = get(c, "server_cpu", "util") or 0
-    return (
-        f"Against the combining baseline at saturation the generator used **{100 * g:.0f} %** of its core "
-        f"(CPU 1) while the server used **{100 * s:.0f} %** of CPU 0, for {num(c.get('deliveries_per_sec'))} "
-        f"deliveries/s. A generator well under 100 % is not the bottleneck; near 100 %, the saturation "
-        f"figures are the generator's ceiling, not the servers' (see bench/README.md).")
+    wall = c.get("wall_seconds") or 0
+    g = 100 * (get(c, "generator_cpu", "util") or 0)
+    s = 100 * (get(c, "server_cpu", "util") or 0)
+    gw = 100 * (get(c, "generator_cpu", "runqueue_wait_s") or 0) / wall if wall else 0
+    sw = 100 * (get(c, "server_cpu", "runqueue_wait_s") or 0) / wall if wall else 0
+    text = (
+        f"Against the combining baseline at saturation ({num(c.get('deliveries_per_sec'))} deliveries/s) "
+        f"the generator ran **{g:.0f} %** of the time on CPU 1 and waited for a CPU {gw:.0f} %; "
+        f"the server ran **{s:.0f} %** on CPU 0 and waited {sw:.0f} %. ")
+    if g + gw < 85:
+        text += ("The generator was idle part of the time: it had headroom, and the saturation "
+                 "figures are the servers'.")
+    elif g < 85:
+        text += ("The generator was runnable nearly all the time but got a CPU only part of it: "
+                 "other work on the machine, not the generator's own cost, limited this run; "
+                 "the saturation figures are the machine's, and CPU per delivery is the figure to compare.")
+    else:
+        text += ("The generator used nearly all of its core: the saturation figures are the "
+                 "generator's ceiling, not the servers' (see bench/README.md).")
+    return text
 
 
 def chart(runs, path):
@@ -312,9 +325,10 @@ def report(results_dir, opts, mach, runs, elapsed, quick):
         f"- {mach['rustc']}, node {mach['node']}, socket.io {mach['versions']['socket.io (npm)']}, ws {mach['versions']['ws (npm)']}",
         f"- server on CPU 0 (taskset), generator (`herald bench fanout`, {opts.threads} thread(s)) on CPU 1",
         f"- {opts.subscribers} subscribers on one channel, {opts.size}-byte payloads, no permessage-deflate; "
-        f"each load {opts.duration} s of publishing; one run per cell{' (quick mode)' if quick else ''}; took {elapsed / 60:.1f} min",
+        f"each load {opts.duration} s of publishing; one run per cell{' (quick mode)' if quick else ''}"
+        + (f"; took {elapsed / 60:.1f} min" if elapsed else ""),
         "",
-        "Command: `bench/fanout.py " + " ".join(sys.argv[1:]) + "`",
+        "Command: `" + mach.get("command", "bench/fanout.py") + "`",
         "",
         f"## {opts.rate} publications/s",
         "",
@@ -346,7 +360,8 @@ def report(results_dir, opts, mach, runs, elapsed, quick):
         "  Engine.IO 4 / Socket.IO to Socket.IO (pongs its pings); every payload is checked for its",
         "  sequence number: every subscriber must see every publication in order.",
         "- *waiting for a CPU*: time the process's threads were runnable but not running",
-        "  (/proc/PID/task/*/schedstat), over the measured wall time. Well above zero means other",
+        "  (/proc/PID/task/*/schedstat, summed over threads, so Node's helper threads count),",
+        "  over the measured wall time. Well above zero means other",
         "  work on the machine took CPU from the run: then deliveries/s and latencies are the",
         "  machine's, not the server's, and CPU per delivery (and deliveries per CPU-second) are",
         "  the figures to compare.",
@@ -367,7 +382,15 @@ def main():
     ap.add_argument("--loads", default="rate,saturation")
     ap.add_argument("--skip-install", action="store_true")
     ap.add_argument("--out", help="results directory (default bench/results/<date>-fanout)")
+    ap.add_argument("--report-only", metavar="DIR", help="rewrite DIR's results.md and chart.svg from its results.json")
     opts = ap.parse_args()
+    if opts.report_only:
+        d = Path(opts.report_only)
+        saved = json.loads((d / "results.json").read_text())
+        o = argparse.Namespace(**saved["options"])
+        report(d, o, saved["machine"], saved["runs"], saved.get("elapsed", 0), o.quick)
+        chart(saved["runs"], d / "chart.svg")
+        return
     quick = opts.quick
     opts.subscribers = opts.subscribers or (2000 if quick else 10_000)
     opts.duration = opts.duration or (5.0 if quick else 10.0)
@@ -386,6 +409,7 @@ def main():
     scratch = results_dir / "logs"
     scratch.mkdir(exist_ok=True)
     mach = machine()
+    mach["command"] = " ".join(["bench/fanout.py", *sys.argv[1:]])
     log(f"fanout: measuring commit {mach['commit']}")
     runs = {}
     t0 = time.time()
@@ -411,7 +435,8 @@ def main():
     elapsed = time.time() - t0
     mach["loadavg_end"] = sh("cat /proc/loadavg")
     (results_dir / "results.json").write_text(json.dumps(
-        {"machine": mach, "options": {**vars(opts), "quick": quick}, "runs": runs}, indent=2) + "\n")
+        {"machine": mach, "options": {**vars(opts), "quick": quick}, "elapsed": elapsed, "runs": runs},
+        indent=2) + "\n")
     report(results_dir, opts, mach, runs, elapsed, quick)
     chart(runs, results_dir / "chart.svg")
     log(f"fanout: wrote {results_dir}/results.md")

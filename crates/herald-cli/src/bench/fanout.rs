@@ -578,7 +578,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     if args.subscribers == 0 {
         return Err("--subscribers must be at least 1".into());
     }
-    if args.in_flight.is_none() && !(args.rate > 0.0) {
+    if args.in_flight.is_none() && !(args.rate.is_finite() && args.rate > 0.0) {
         return Err("--rate must be positive".into());
     }
     if args.channel.contains(['"', '\\']) {
@@ -667,6 +667,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         let t0 = Instant::now();
         let first_ns = unix_ns();
         let mut published = 0usize;
+        let mut publish_failed = false;
         match args.in_flight {
             None => {
                 let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
@@ -674,9 +675,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
                     tick.tick().await;
                     let ts = unix_ns();
                     board.sent[published].store(ts, Ordering::Relaxed);
-                    publisher
+                    if let Err(e) = publisher
                         .publish(&args.channel, &data(ts, published as u64, args.size))
-                        .await?;
+                        .await
+                    {
+                        publish_failed = true;
+                        board.error(&format!("publication {published}: {e}"));
+                        break;
+                    }
                     published += 1;
                 }
             }
@@ -690,9 +696,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
                     }
                     let ts = unix_ns();
                     board.sent[published].store(ts, Ordering::Relaxed);
-                    publisher
+                    if let Err(e) = publisher
                         .publish(&args.channel, &data(ts, published as u64, args.size))
-                        .await?;
+                        .await
+                    {
+                        publish_failed = true;
+                        board.error(&format!("publication {published}: {e}"));
+                        break;
+                    }
                     published += 1;
                 }
             }
@@ -731,6 +742,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             own,
             server_wait,
             own_wait,
+            publish_failed,
         })
     });
     board.stop.store(true, Ordering::Relaxed);
@@ -893,7 +905,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         }
     }
     Ok(
-        if missed == 0 && out_of_order == 0 && lost == 0 && connected == args.subscribers {
+        if missed == 0
+            && out_of_order == 0
+            && lost == 0
+            && !o.publish_failed
+            && connected == args.subscribers
+        {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -912,6 +929,8 @@ struct Outcome {
     own: CpuTime,
     server_wait: Option<Duration>,
     own_wait: Option<Duration>,
+    /// The API refused a publication or went away: publishing stopped.
+    publish_failed: bool,
 }
 
 #[cfg(test)]
