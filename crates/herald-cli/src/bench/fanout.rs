@@ -199,12 +199,41 @@ impl Board {
         }
     }
 
+    /// Per publication, the time until the last of `n` subscribers had
+    /// it; the publications some subscriber never got; the last delivery.
+    fn tally(&self, published: usize, n: u32, first_ns: u64) -> Tally {
+        let mut t = Tally {
+            all_reached: latency_histogram(),
+            missed: 0,
+            last_ns: first_ns,
+        };
+        for i in 0..published {
+            let got = self.got[i].load(Ordering::Relaxed);
+            let last = self.last[i].load(Ordering::Relaxed);
+            t.last_ns = t.last_ns.max(last);
+            if got >= n {
+                let sent = self.sent[i].load(Ordering::Relaxed);
+                t.all_reached
+                    .saturating_record(last.saturating_sub(sent).max(1));
+            } else {
+                t.missed += 1;
+            }
+        }
+        t
+    }
+
     fn error(&self, e: &dyn std::fmt::Display) {
         let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
         if first.is_none() {
             *first = Some(e.to_string());
         }
     }
+}
+
+struct Tally {
+    all_reached: Histogram<u64>,
+    missed: u64,
+    last_ns: u64,
 }
 
 /// One subscriber's socket past the handshake, its read buffer, and its
@@ -758,22 +787,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     }
     let o = outcome?;
 
-    // Per publication: the time until the last subscriber had it.
     let n = connected as u32;
-    let mut all_reached = latency_histogram();
-    let mut missed = 0u64;
-    let mut last_ns = o.first_ns;
-    for i in 0..o.published {
-        let got = board.got[i].load(Ordering::Relaxed);
-        let last = board.last[i].load(Ordering::Relaxed);
-        last_ns = last_ns.max(last);
-        if got >= n {
-            let sent = board.sent[i].load(Ordering::Relaxed);
-            all_reached.saturating_record(last.saturating_sub(sent).max(1));
-        } else {
-            missed += 1;
-        }
-    }
+    let Tally {
+        all_reached,
+        missed,
+        last_ns,
+    } = board.tally(o.published, n, o.first_ns);
     let deliveries = board.deliveries.load(Ordering::Relaxed);
     let expected = o.published as u64 * u64::from(n);
     let window = last_ns.saturating_sub(o.first_ns) as f64 / 1e9;
@@ -945,6 +964,24 @@ mod tests {
         assert_eq!(timestamp(br#"{"id":2,"result":{}}"#), None);
         let sio = br#"42["pub",{"ts":5,"seq":7,"pad":""}]"#;
         assert_eq!((timestamp(sio), sequence(sio)), (Some(5), Some(7)));
+    }
+
+    #[test]
+    fn a_publication_one_subscriber_lacks_is_missed() {
+        let board = Board::new(4);
+        // Sent at 1000, 2000, 3000 ns; three subscribers.
+        for (i, (got, last)) in [(3, 1500), (2, 2900), (3, 3400)].into_iter().enumerate() {
+            board.sent[i].store(1000 * (i as u64 + 1), Ordering::Relaxed);
+            board.got[i].store(got, Ordering::Relaxed);
+            board.last[i].store(last, Ordering::Relaxed);
+        }
+        let t = board.tally(3, 3, 1000);
+        assert_eq!(t.missed, 1);
+        assert_eq!(t.last_ns, 3400);
+        // Only the complete ones are timed: 500 and 400 ns.
+        assert_eq!(t.all_reached.len(), 2);
+        assert_eq!(t.all_reached.max(), 500);
+        assert_eq!(t.all_reached.min(), 400);
     }
 
     #[test]
