@@ -13,8 +13,11 @@ server. Two loads:
 
 - `rate`: R publications/s (10 by default) for S seconds, open loop;
 - `saturation`: closed loop, at most K publications (16 by default) on
-  their way to some subscriber at any time: the most deliveries/s the
-  server sustains without unbounded queues.
+  their way to some subscriber at any time, from P publisher connections
+  (8 by default): the most deliveries/s the server sustains without
+  unbounded queues. Several publishers matter: a server that answers a
+  publication only after its fan-out (herald on one thread) would
+  otherwise never have more than one publication queued per subscriber.
 
 Servers: herald serve (one thread), the send-loop and combining baselines
 (bench/peers fanout-sendloop, fanout-combining), Node `ws` (fanout_ws.mjs)
@@ -136,7 +139,10 @@ def generator(port, protocol, pid, opts, load):
            "--subscribers", opts.subscribers, "--threads", opts.threads,
            "--duration", f"{opts.duration}s", "--drain", "15s",
            "--size", opts.size, "--server-pid", pid, "--json"]
-    cmd += ["--in-flight", opts.in_flight] if load == "saturation" else ["--rate", opts.rate]
+    if load == "saturation":
+        cmd += ["--in-flight", opts.in_flight, "--publishers", opts.publishers]
+    else:
+        cmd += ["--rate", opts.rate]
     cmd = [str(c) for c in cmd]
     timeout = opts.duration + 240
     try:
@@ -334,7 +340,8 @@ def report(results_dir, opts, mach, runs, elapsed, quick):
         "",
         table(runs, "rate"),
         "",
-        f"## Saturation (closed loop, at most {opts.in_flight} publications in flight)",
+        f"## Saturation (closed loop, at most {opts.in_flight} publications in flight, "
+        f"{getattr(opts, 'publishers', 1)} publisher connections)",
         "",
         table(runs, "saturation"),
         "",
@@ -377,6 +384,8 @@ def main():
     ap.add_argument("--duration", type=float, help="seconds of publishing per load (default 10)")
     ap.add_argument("--rate", type=float, default=10.0, help="publications/s of the rate load")
     ap.add_argument("--in-flight", type=int, default=16, help="publications in flight at saturation")
+    ap.add_argument("--publishers", type=int, default=8,
+                    help="publisher connections at saturation (the rate load uses one)")
     ap.add_argument("--size", type=int, default=100, help="payload bytes")
     ap.add_argument("--only", help="comma-separated server keys: " + ",".join(s[0] for s in SERVERS))
     ap.add_argument("--loads", default="rate,saturation")

@@ -26,7 +26,7 @@
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -72,6 +72,13 @@ pub(crate) struct Args {
     /// loop, for the saturation throughput).
     #[arg(long)]
     in_flight: Option<usize>,
+    /// Publishers, each on a kept-alive HTTP connection of its own that
+    /// waits for each answer before the next publication. With more than
+    /// one, a server that answers only after its fan-out can still have
+    /// several publications queued per subscriber. Order is checked per
+    /// publisher.
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
     /// How long to publish.
     #[arg(long, default_value = "10s", value_parser = super::parse_duration)]
     duration: Duration,
@@ -151,10 +158,15 @@ fn sequence(text: &[u8]) -> Option<u64> {
     field(text, b"\"seq\":")
 }
 
+/// Which publisher sent it, and its count of that publisher's publications.
+fn origin(text: &[u8]) -> Option<(u64, u64)> {
+    Some((field(text, b"\"p\":")?, field(text, b"\"n\":")?))
+}
+
 /// The publication's `data`: exactly `size` bytes when `size` leaves room
-/// for the fields.
-fn data(ts: u64, seq: u64, size: usize) -> String {
-    let mut d = format!(r#"{{"ts":{ts},"seq":{seq},"pad":""#);
+/// for the fields. `seq` counts all publications, `n` those of publisher `p`.
+fn data(ts: u64, seq: u64, p: usize, n: u64, size: usize) -> String {
+    let mut d = format!(r#"{{"ts":{ts},"seq":{seq},"p":{p},"n":{n},"pad":""#);
     let pad = size.saturating_sub(d.len() + 2);
     d.extend(std::iter::repeat_n('x', pad));
     d.push_str("\"}");
@@ -165,6 +177,7 @@ fn data(ts: u64, seq: u64, size: usize) -> String {
 /// was sent, how many subscribers got it, and when the last one did.
 struct Board {
     subscribers: AtomicU32,
+    publishers: usize,
     sent: Vec<AtomicU64>,
     got: Vec<AtomicU32>,
     last: Vec<AtomicU64>,
@@ -181,9 +194,10 @@ struct Board {
 }
 
 impl Board {
-    fn new(capacity: usize) -> Self {
+    fn new(capacity: usize, publishers: usize) -> Self {
         Self {
             subscribers: AtomicU32::new(0),
+            publishers,
             sent: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
             got: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
             last: (0..capacity).map(|_| AtomicU64::new(0)).collect(),
@@ -425,7 +439,8 @@ async fn receive(
     latency: &RefCell<Histogram<u64>>,
 ) -> Result<(), BoxError> {
     let n = board.subscribers.load(Ordering::Relaxed);
-    let mut next = 0u64;
+    // Per publisher, the count of the next publication expected.
+    let mut next = vec![0u64; board.publishers];
     loop {
         c.fill().await?;
         let now = unix_ns();
@@ -433,12 +448,15 @@ async fn receive(
         while let Some((got, end)) = c.next_buffered(protocol).await? {
             if let Got::Text(r) = got {
                 let text = &c.buf[r];
-                match (sequence(text), timestamp(text)) {
-                    (Some(seq), Some(ts)) if (seq as usize) < board.got.len() => {
-                        if seq != next {
+                match (sequence(text), timestamp(text), origin(text)) {
+                    (Some(seq), Some(ts), Some((p, nth)))
+                        if (seq as usize) < board.got.len() && (p as usize) < next.len() =>
+                    {
+                        let expect = &mut next[p as usize];
+                        if nth != *expect {
                             board.out_of_order.fetch_add(1, Ordering::Relaxed);
                         }
-                        next = seq + 1;
+                        *expect = nth + 1;
                         let i = seq as usize;
                         board.last[i].fetch_max(now, Ordering::Relaxed);
                         if board.got[i].fetch_add(1, Ordering::AcqRel) + 1 == n {
@@ -516,6 +534,72 @@ impl Publisher {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+    }
+}
+
+enum Pace {
+    /// Open loop: a publication every `period`, from `start`.
+    Rate {
+        start: tokio::time::Instant,
+        period: Duration,
+    },
+    /// Closed loop: publish while fewer than `k` publications are still
+    /// on their way to someone, until `until`.
+    InFlight { k: u64, until: Instant },
+}
+
+/// One publisher's share of the load.
+struct Load {
+    publisher: Publisher,
+    p: usize,
+    board: Arc<Board>,
+    /// Publications claimed by all publishers (the next `seq`).
+    claimed: Arc<AtomicUsize>,
+    capacity: usize,
+    channel: String,
+    size: usize,
+    pace: Pace,
+}
+
+/// Publishes until the load says stop; `false` if a publication failed
+/// (recorded on the board), which ends this publisher.
+async fn publish_loop(mut load: Load) -> bool {
+    let board = &load.board;
+    let mut tick = match load.pace {
+        Pace::Rate { start, period } => Some(tokio::time::interval_at(start, period)),
+        Pace::InFlight { .. } => None,
+    };
+    let mut count = 0u64;
+    loop {
+        match (&mut tick, &load.pace) {
+            (Some(t), _) => {
+                t.tick().await;
+            }
+            (None, Pace::InFlight { k, until }) => {
+                if Instant::now() >= *until {
+                    return true;
+                }
+                let wait = board.progress.notified();
+                let claimed = load.claimed.load(Ordering::Acquire) as u64;
+                if claimed.saturating_sub(board.complete.load(Ordering::Acquire)) >= *k {
+                    let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
+                    continue;
+                }
+            }
+            (None, Pace::Rate { .. }) => return true,
+        }
+        let seq = load.claimed.fetch_add(1, Ordering::AcqRel);
+        if seq >= load.capacity {
+            return true;
+        }
+        let ts = unix_ns();
+        board.sent[seq].store(ts, Ordering::Relaxed);
+        let body = data(ts, seq as u64, load.p, count, load.size);
+        if let Err(e) = load.publisher.publish(&load.channel, &body).await {
+            board.error(&format!("publication {seq}: {e}"));
+            return false;
+        }
+        count += 1;
     }
 }
 
@@ -628,7 +712,8 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             ((args.rate * args.duration.as_secs_f64()).ceil() as usize).clamp(1, MAX_PUBLICATIONS)
         }
     };
-    let board = Arc::new(Board::new(capacity));
+    let publishers = args.publishers.max(1);
+    let board = Arc::new(Board::new(capacity, publishers));
     let threads = args.threads.clamp(1, args.subscribers);
     let thread_args = Arc::new(ThreadArgs {
         protocol: args.protocol,
@@ -686,7 +771,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         // The receivers start before the first publication.
         board.go.store(true, Ordering::Release);
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let mut publisher = Publisher::connect(target.addr, target.authority.clone()).await?;
+        let mut connections = Vec::with_capacity(publishers);
+        for _ in 0..publishers {
+            connections.push(Publisher::connect(target.addr, target.authority.clone()).await?);
+        }
         let server0 = args.server_pid.map(CpuTime::of).transpose()?;
         let own0 = CpuTime::own()?;
         let waits0 = (
@@ -695,48 +783,39 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         );
         let t0 = Instant::now();
         let first_ns = unix_ns();
-        let mut published = 0usize;
+        let claimed = Arc::new(AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (p, publisher) in connections.into_iter().enumerate() {
+            tasks.spawn(publish_loop(Load {
+                publisher,
+                p,
+                board: board.clone(),
+                claimed: claimed.clone(),
+                capacity,
+                channel: args.channel.clone(),
+                size: args.size,
+                // Publisher p starts p/rate s after the first, then every
+                // `publishers`/rate s: together, `rate` per second.
+                pace: match args.in_flight {
+                    None => Pace::Rate {
+                        start: tokio::time::Instant::now()
+                            + Duration::from_secs_f64(p as f64 / args.rate),
+                        period: Duration::from_secs_f64(publishers as f64 / args.rate),
+                    },
+                    Some(k) => Pace::InFlight {
+                        k: k.max(1) as u64,
+                        until: t0 + args.duration,
+                    },
+                },
+            }));
+        }
         let mut publish_failed = false;
-        match args.in_flight {
-            None => {
-                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
-                while published < capacity {
-                    tick.tick().await;
-                    let ts = unix_ns();
-                    board.sent[published].store(ts, Ordering::Relaxed);
-                    if let Err(e) = publisher
-                        .publish(&args.channel, &data(ts, published as u64, args.size))
-                        .await
-                    {
-                        publish_failed = true;
-                        board.error(&format!("publication {published}: {e}"));
-                        break;
-                    }
-                    published += 1;
-                }
-            }
-            Some(k) => {
-                let k = k.max(1) as u64;
-                while t0.elapsed() < args.duration && published < capacity {
-                    let wait = board.progress.notified();
-                    if published as u64 - board.complete.load(Ordering::Acquire) >= k {
-                        let _ = tokio::time::timeout(Duration::from_millis(50), wait).await;
-                        continue;
-                    }
-                    let ts = unix_ns();
-                    board.sent[published].store(ts, Ordering::Relaxed);
-                    if let Err(e) = publisher
-                        .publish(&args.channel, &data(ts, published as u64, args.size))
-                        .await
-                    {
-                        publish_failed = true;
-                        board.error(&format!("publication {published}: {e}"));
-                        break;
-                    }
-                    published += 1;
-                }
+        while let Some(r) = tasks.join_next().await {
+            if !matches!(r, Ok(true)) {
+                publish_failed = true;
             }
         }
+        let published = claimed.load(Ordering::Acquire).min(capacity);
         let publish_secs = t0.elapsed().as_secs_f64();
         // Drain: until every publication is in everywhere, or time is up.
         let deadline = Instant::now() + args.drain;
@@ -843,7 +922,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             Protocol::Socketio => "socketio",
         };
         println!(
-            "{{\"scenario\":\"fanout\",\"server\":{},\"protocol\":\"{protocol}\",\"channel\":{},\"subscribers\":{connected},\"threads\":{threads},\"rate\":{},\"in_flight\":{},\"size\":{},\"connect_seconds\":{connect_secs:.3},\"publications\":{},\"publish_seconds\":{:.3},\"seconds\":{window:.3},\"deliveries\":{deliveries},\"expected_deliveries\":{expected},\"deliveries_per_sec\":{rate:.0},\"missed_publications\":{missed},\"out_of_order\":{out_of_order},\"unexpected_frames\":{unexpected},\"connections_lost\":{lost},\"first_error\":{},\"all_reached_us\":{},\"delivery_us\":{},\"server_rss_bytes\":{{\"before\":{},\"connected\":{},\"end\":{}}},\"server_bytes_per_connection\":{},\"server_cpu\":{server_cpu},\"generator_cpu\":{{\"util\":{own_util:.4},\"user_s\":{:.3},\"system_s\":{:.3},\"runqueue_wait_s\":{}}},\"wall_seconds\":{:.3}}}",
+            "{{\"scenario\":\"fanout\",\"server\":{},\"protocol\":\"{protocol}\",\"channel\":{},\"subscribers\":{connected},\"threads\":{threads},\"publishers\":{publishers},\"rate\":{},\"in_flight\":{},\"size\":{},\"connect_seconds\":{connect_secs:.3},\"publications\":{},\"publish_seconds\":{:.3},\"seconds\":{window:.3},\"deliveries\":{deliveries},\"expected_deliveries\":{expected},\"deliveries_per_sec\":{rate:.0},\"missed_publications\":{missed},\"out_of_order\":{out_of_order},\"unexpected_frames\":{unexpected},\"connections_lost\":{lost},\"first_error\":{},\"all_reached_us\":{},\"delivery_us\":{},\"server_rss_bytes\":{{\"before\":{},\"connected\":{},\"end\":{}}},\"server_bytes_per_connection\":{},\"server_cpu\":{server_cpu},\"generator_cpu\":{{\"util\":{own_util:.4},\"user_s\":{:.3},\"system_s\":{:.3},\"runqueue_wait_s\":{}}},\"wall_seconds\":{:.3}}}",
             json_str(Some(&args.server)),
             json_str(Some(&args.channel)),
             if args.in_flight.is_some() {
@@ -962,13 +1041,14 @@ mod tests {
         assert_eq!(timestamp(push), Some(1_700_000_000_123));
         assert_eq!(sequence(push), Some(2));
         assert_eq!(timestamp(br#"{"id":2,"result":{}}"#), None);
-        let sio = br#"42["pub",{"ts":5,"seq":7,"pad":""}]"#;
+        let sio = br#"42["pub",{"ts":5,"seq":7,"p":1,"n":3,"pad":""}]"#;
         assert_eq!((timestamp(sio), sequence(sio)), (Some(5), Some(7)));
+        assert_eq!(origin(sio), Some((1, 3)));
     }
 
     #[test]
     fn a_publication_one_subscriber_lacks_is_missed() {
-        let board = Board::new(4);
+        let board = Board::new(4, 1);
         // Sent at 1000, 2000, 3000 ns; three subscribers.
         for (i, (got, last)) in [(3, 1500), (2, 2900), (3, 3400)].into_iter().enumerate() {
             board.sent[i].store(1000 * (i as u64 + 1), Ordering::Relaxed);
@@ -987,11 +1067,12 @@ mod tests {
     #[test]
     fn data_has_the_asked_size() {
         for size in [60, 100, 1000] {
-            let d = data(1_700_000_000_000_000_000, 12345, size);
+            let d = data(1_700_000_000_000_000_000, 12345, 3, 4115, size);
             assert_eq!(d.len(), size, "{d}");
             assert_eq!(sequence(d.as_bytes()), Some(12345));
+            assert_eq!(origin(d.as_bytes()), Some((3, 4115)));
         }
         // Too small for the fields: as small as they allow.
-        assert!(data(1, 2, 0).starts_with(r#"{"ts":1,"seq":2"#));
+        assert!(data(1, 2, 0, 2, 0).starts_with(r#"{"ts":1,"seq":2,"p":0,"n":2"#));
     }
 }
