@@ -12,7 +12,7 @@ CPU 1 with N subscribers on one channel (10,000 by default), and stops the
 server. Two loads:
 
 - `rate`: R publications/s (10 by default) for S seconds, open loop;
-- `saturation`: closed loop, at most K publications (16 by default) on
+- `saturation`: closed loop, at most K publications (64 by default) on
   their way to some subscriber at any time, from P publisher connections
   (8 by default): the most deliveries/s the server sustains without
   unbounded queues. Several publishers matter: a server that answers a
@@ -383,7 +383,7 @@ def main():
     ap.add_argument("--threads", type=int, default=1, help="generator threads (all on CPU 1)")
     ap.add_argument("--duration", type=float, help="seconds of publishing per load (default 10)")
     ap.add_argument("--rate", type=float, default=10.0, help="publications/s of the rate load")
-    ap.add_argument("--in-flight", type=int, default=16, help="publications in flight at saturation")
+    ap.add_argument("--in-flight", type=int, default=64, help="publications in flight at saturation")
     ap.add_argument("--publishers", type=int, default=8,
                     help="publisher connections at saturation (the rate load uses one)")
     ap.add_argument("--size", type=int, default=100, help="payload bytes")
