@@ -31,3 +31,5 @@ pub fn run<F: Future<Output = ()>>(server: F) {
         }
     });
 }
+
+pub mod fanout;

@@ -5,12 +5,14 @@
 //! - `handshake`: connect, upgrade, close, as fast as possible;
 //!   handshakes/s, latency, the server's CPU per handshake.
 //! - `idle`: N idle connections; the server's memory per connection.
-//! - `fanout`: for `herald serve`: one publication to N subscribers;
-//!   deliveries/s, publish-to-delivery latency, memory per idle subscribed
-//!   connection.
+//! - `fanout`: for `herald serve` (and servers speaking enough of its
+//!   protocol, or Socket.IO's): one publication to N subscribers spread
+//!   over threads; deliveries/s, the time until the last subscriber has a
+//!   publication, misses, the server's CPU per delivery and memory per
+//!   subscribed connection.
 //!
-//! The generator runs on one thread (pin it with `taskset`), and its hot
-//! loops are raw: the opening handshake is herald-proto's, but each echo
+//! `echo`, `handshake` and `idle` run on one thread (pin it with
+//! `taskset`); their hot loops are raw: the opening handshake is herald-proto's, but each echo
 //! connection then writes one pre-built, pre-masked frame from a shared
 //! buffer and reads the reply into a buffer of its own, so a message costs
 //! the generator one `write`, a `read` or two and no allocation. The

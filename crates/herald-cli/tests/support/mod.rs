@@ -99,6 +99,11 @@ impl Herald {
         }
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// `herald serve`'s address, from its banner.
     pub fn serve_addr(&mut self) -> String {
         let line = self
