@@ -280,7 +280,7 @@ class Arb:
 OPS = [
     "Receive", "ReceiveFrame", "ReceiveCompressed", "ReceiveClose", "ReceiveEof",
     "Send", "SendFrame", "Ping", "Pong", "Close", "HandleTimeout", "FireTimer",
-    "PollTransmit", "PollAll", "Write",
+    "PollTransmit", "PollAll", "Write", "SendPrepared",
 ]
 WIRE = ["Continuation", "Text", "Binary", "Close", "Ping", "Pong"]
 
@@ -319,7 +319,7 @@ def op(a, name, *args):
         a.bool(fin)
         a.bool(rsv1)
         a.bytes_vec(payload)
-    elif name in ("ReceiveCompressed", "Send"):
+    elif name in ("ReceiveCompressed", "Send", "SendPrepared"):
         data(a, args[0])
     elif name == "ReceiveClose":
         def body(b):
@@ -407,6 +407,21 @@ def connection_ops():
     op(a, "Receive", frame(0x1, HELLO_DEFLATED, rsv1=True))
     op(a, "PollAll")
     write("connection_ops", "client-deflate", a.finish())
+
+    # A server with permessage-deflate, no context takeover on its side:
+    # prepared messages (shared frames) between its own compressed ones,
+    # and a prepared one refused inside a fragmented message.
+    a = Arb()
+    setup(a, deflate=(True, True, 10, 15, 1, 0))
+    op(a, "SendPrepared", "news, news, news, news")
+    op(a, "Send", "Hello, Hello, Hello")
+    op(a, "SendPrepared", b"\x00" * 40)
+    op(a, "SendFrame", False, "abcabc", False)
+    op(a, "SendPrepared", "refused")
+    op(a, "SendFrame", False, "abc", True)
+    op(a, "ReceiveCompressed", "Hello, Hello")
+    op(a, "PollAll")
+    write("connection_ops", "server-deflate-prepared", a.finish())
 
     # A client writing through transmit_slices, a few bytes at a time, with
     # poll_transmit in between (it must finish the partial frame first).

@@ -28,7 +28,7 @@ use herald_proto::deflate::{DeflateConfig, DeflateParams, PerMessageDeflate};
 use herald_proto::frame::apply_mask;
 use herald_proto::{
     CloseCode, CloseFrame, Config, Connection, Event, FrameHeader, Message, MessageMode, OpCode,
-    Role, UserError,
+    PreparedMessage, Role, UserError,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -115,6 +115,9 @@ enum Op {
         slots: u8,
         max_bytes: u16,
     },
+    /// A message framed once for many connections (`send_prepared`):
+    /// shared compressed frames must interleave with the connection's own.
+    SendPrepared(Data),
 }
 
 #[derive(Arbitrary, Debug)]
@@ -310,6 +313,21 @@ impl Harness {
                     Data::Binary(b) => Message::binary(b),
                 };
                 let result = self.conn.send(message.clone());
+                if self.partial.is_some() && state == State::Open {
+                    assert_eq!(result, Err(UserError::FragmentOutOfOrder));
+                }
+                self.check_send(state, queued, result.is_ok());
+                if result.is_ok() {
+                    self.expected.push_back(message);
+                }
+            }
+            Op::SendPrepared(data) => {
+                let message = match data {
+                    Data::Text(t) => Message::text(t),
+                    Data::Binary(b) => Message::binary(b),
+                };
+                let prepared = PreparedMessage::new(message.clone());
+                let result = self.conn.send_prepared(&prepared);
                 if self.partial.is_some() && state == State::Open {
                     assert_eq!(result, Err(UserError::FragmentOutOfOrder));
                 }
