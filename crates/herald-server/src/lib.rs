@@ -17,7 +17,13 @@
 //!   offset in its channel's epoch; a client that reconnects with
 //!   (epoch, offset) gets what it missed, or is told the gap cannot be
 //!   filled.
-//! - **One serialization per publication**, shared by all subscribers.
+//! - **One serialization per publication**, shared by all subscribers,
+//!   and with permessage-deflate one compression too (`deflate =
+//!   "shared"`: no context takeover, no zlib state per connection).
+//! - **Sessions know no socket**: `session.rs` handles commands and ends
+//!   with a typed `Disconnect`; `transport/websocket.rs` pumps frames
+//!   and turns that into a close code, so HTTP transports can sit beside
+//!   it (DESIGN.md has the layout).
 //! - **At the door**: Origin allowlist, connection limit, per-connection
 //!   command rate limit, message size limit, JWT tokens (HS256/384/512,
 //!   RS256, ES256; the algorithm fixed by configuration) with expiry and
