@@ -314,7 +314,7 @@ pub(crate) fn broadcast(hub: &Hub, body: &[u8]) -> ApiResult {
     let results: Vec<serde_json::Value> = body
         .channels
         .iter()
-        .map(|c| match hub.publish(c, body.data.clone(), None) {
+        .map(|c| match hub.publish_checked(c, body.data.clone(), None) {
             Ok(p) => json!({"channel": c, "offset": p.offset, "epoch": p.epoch, "delivered": p.delivered}),
             Err(e) => json!({"channel": c, "error": {"code": e.code.code(), "message": e.message}}),
         })

@@ -259,8 +259,19 @@ impl Hub {
         data: Box<RawValue>,
         info: Option<&ClientInfo>,
     ) -> Result<Published, Error> {
-        let ns = self.namespace(channel)?;
         crate::limits::check_data(&data, &self.config)?;
+        self.publish_checked(channel, data, info)
+    }
+
+    /// [`Hub::publish`] of data that already passed `limits::check_data`
+    /// (a broadcast checks its one `data` once, not once per channel).
+    pub(crate) fn publish_checked(
+        &self,
+        channel: &str,
+        data: Box<RawValue>,
+        info: Option<&ClientInfo>,
+    ) -> Result<Published, Error> {
+        let ns = self.namespace(channel)?;
         let now = Instant::now();
         let mut channels = lock(&self.channels);
         let ch = Self::channel(&mut channels.map, channel);
