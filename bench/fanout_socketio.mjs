@@ -10,35 +10,13 @@
 // {"channel","data"} is a room broadcast: io.to(channel).emit("pub", data),
 // which Socket.IO encodes once for the whole room. One process, one event
 // loop: fanout.py pins it to a core with taskset.
-import http from "node:http";
 import { Server } from "socket.io";
 
-const port = Number(process.argv[2] ?? 9012);
-let offset = 0;
+import { publishServer } from "./fanout_api.mjs";
 
-const server = http.createServer((req, res) => {
-  if (req.method !== "POST" || !req.url.startsWith("/api/publish")) {
-    res.writeHead(404).end();
-    return;
-  }
-  const chunks = [];
-  req.on("data", (c) => chunks.push(c));
-  req.on("end", () => {
-    let body;
-    try {
-      body = JSON.parse(Buffer.concat(chunks));
-    } catch {
-      res.writeHead(400).end();
-      return;
-    }
-    offset += 1;
-    io.to(body.channel).emit("pub", body.data);
-    const out = JSON.stringify({ offset });
-    res.writeHead(200, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(out) });
-    res.end(out);
-  });
-});
-server.keepAliveTimeout = 120_000;
+const port = Number(process.argv[2] ?? 9012);
+
+const server = publishServer((channel, data) => io.to(channel).emit("pub", data));
 
 const io = new Server(server, {
   transports: ["websocket"],

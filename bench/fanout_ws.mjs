@@ -11,40 +11,19 @@
 // every subscriber {"push":{"channel","epoch","pub":{"offset","data"}}}.
 // No permessage-deflate. One process, one event loop: fanout.py pins it to
 // a core with taskset.
-import http from "node:http";
 import { WebSocketServer } from "ws";
+
+import { publishServer } from "./fanout_api.mjs";
 
 const port = Number(process.argv[2] ?? 9011);
 const channels = new Map(); // channel -> Set of sockets
-let offset = 0;
 
-function publish(req, res) {
-  const chunks = [];
-  req.on("data", (c) => chunks.push(c));
-  req.on("end", () => {
-    let body;
-    try {
-      body = JSON.parse(Buffer.concat(chunks));
-    } catch {
-      res.writeHead(400).end();
-      return;
-    }
-    offset += 1;
-    const push = { push: { channel: body.channel, epoch: "ws", pub: { offset, data: body.data } } };
-    const frame = Buffer.from(JSON.stringify(push));
-    const subs = channels.get(body.channel);
-    if (subs) for (const ws of subs) ws.send(frame, { binary: false });
-    const out = JSON.stringify({ offset });
-    res.writeHead(200, { "Content-Type": "application/json", "Content-Length": Buffer.byteLength(out) });
-    res.end(out);
-  });
-}
-
-const server = http.createServer((req, res) => {
-  if (req.method === "POST" && req.url.startsWith("/api/publish")) publish(req, res);
-  else res.writeHead(404).end();
+const server = publishServer((channel, data, offset) => {
+  const push = { push: { channel, epoch: "ws", pub: { offset, data } } };
+  const frame = Buffer.from(JSON.stringify(push));
+  const subs = channels.get(channel);
+  if (subs) for (const ws of subs) ws.send(frame, { binary: false });
 });
-server.keepAliveTimeout = 120_000;
 
 const wss = new WebSocketServer({ server, perMessageDeflate: false, clientTracking: false });
 wss.on("connection", (ws) => {
