@@ -46,7 +46,7 @@ pub(crate) fn start(hub: &Arc<Hub>) -> tokio::task::JoinHandle<()> {
                             "ts": crate::auth::unix_now(),
                         });
                         if let Ok(raw) = RawValue::from_string(data.to_string()) {
-                            let _ = hub.publish(&format!("quotes:{symbol}"), raw, None);
+                            let _ = hub.publish(&format!("quotes:{symbol}"), raw, None).await;
                         }
                     }
                 }
@@ -125,7 +125,7 @@ impl Game {
             "players": world.players.values().collect::<Vec<_>>(),
         });
         if let Ok(raw) = RawValue::from_string(state.to_string()) {
-            let _ = hub.publish(ARENA, raw, None);
+            let _ = hub.publish_detached(ARENA, raw, None);
         }
     }
 }

@@ -18,7 +18,7 @@
 //!     fn on_message(&self, hub: &Arc<Hub>, session: &Session, channel: &str, data: &RawValue) {
 //!         let loud = data.get().to_uppercase();
 //!         if let Ok(value) = RawValue::from_string(loud) {
-//!             let _ = hub.publish(channel, value, Some(session.info()));
+//!             let _ = hub.publish_detached(channel, value, Some(session.info()));
 //!         }
 //!     }
 //! }

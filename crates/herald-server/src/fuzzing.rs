@@ -11,6 +11,8 @@ use crate::metrics::Metrics;
 /// A hub with one connected client.
 #[derive(Debug)]
 pub struct Harness {
+    /// Runs the handlers' futures (the memory broker's are ready at once).
+    rt: tokio::runtime::Runtime,
     hub: Arc<Hub>,
     client: Arc<Client>,
     expiry: crate::auth::Expiry,
@@ -44,7 +46,12 @@ impl Default for Harness {
         };
         let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
         let client = hub.register("fuzz".into(), None, None);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap_or_else(|e| panic!("a current-thread runtime: {e}"));
         Self {
+            rt,
             hub,
             client,
             expiry: crate::auth::Expiry::default(),
@@ -55,7 +62,15 @@ impl Default for Harness {
 impl Harness {
     /// Handles `text` as a command from the connected client.
     pub fn command(&mut self, text: &str) -> Handled {
-        let close = crate::session::handle(&self.hub, &self.client, &mut self.expiry, text).err();
+        let close = self
+            .rt
+            .block_on(crate::session::handle(
+                &self.hub,
+                &self.client,
+                &mut self.expiry,
+                text,
+            ))
+            .err();
         Handled {
             sent: self.drain(),
             close,
@@ -66,8 +81,10 @@ impl Harness {
     /// returns the status and the response body.
     pub fn api(&self, api: Api, body: &[u8]) -> (u16, String) {
         let result = match api {
-            Api::Publish => crate::http::api::publish(&self.hub, body),
-            Api::Broadcast => crate::http::api::broadcast(&self.hub, body),
+            Api::Publish => self.rt.block_on(crate::http::api::publish(&self.hub, body)),
+            Api::Broadcast => self
+                .rt
+                .block_on(crate::http::api::broadcast(&self.hub, body)),
             Api::Disconnect => crate::http::api::disconnect(&self.hub, body),
         };
         match result {

@@ -44,6 +44,7 @@
 //! (Redis, NATS) are planned; today one process holds all state in memory.
 
 mod auth;
+mod broker;
 mod config;
 mod delivery;
 mod demo;

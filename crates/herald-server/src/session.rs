@@ -144,7 +144,7 @@ impl ClientSession {
 
     /// Handles one command text: rate limit, then the command. `Err`: the
     /// session must end.
-    pub(crate) fn command(&mut self, text: &str) -> Result<(), Disconnect> {
+    pub(crate) async fn command(&mut self, text: &str) -> Result<(), Disconnect> {
         self.hub.metrics().message_in(text.len());
         if !self.limiter.allow(Instant::now()) {
             if self.limiter.exhausted() {
@@ -159,6 +159,7 @@ impl ClientSession {
             return Ok(());
         }
         handle(&self.hub, &self.client, &mut self.expiry, text)
+            .await
             .map_err(|reason| Disconnect::BadRequest(reason.into()))
     }
 
@@ -240,7 +241,7 @@ fn command_id(text: &str) -> Option<u32> {
 
 /// Handles one command. `Err` (a frame that is not a command and has no
 /// id to answer) ends the session with the reason.
-pub(crate) fn handle(
+pub(crate) async fn handle(
     hub: &Arc<Hub>,
     client: &Arc<Client>,
     expiry: &mut auth::Expiry,
@@ -270,7 +271,7 @@ pub(crate) fn handle(
             "already connected: connect is sent once, first",
         ))),
         // The hub queues the reply itself, ahead of any publication.
-        Method::Subscribe(params) => match hub.subscribe(client, id, &params) {
+        Method::Subscribe(params) => match hub.subscribe(client, id, &params).await {
             // Once per client and namespace, however many channels.
             Ok(true) => {
                 if let Some((ns, endpoint)) = hub.endpoint_for(&params.channel) {
@@ -293,24 +294,26 @@ pub(crate) fn handle(
                     .map_err(Error::from),
             );
         }
-        Method::Publish(params) => {
-            reply(publish(hub, client, params).map(|v| protocol::reply(id, &v)))
-        }
+        Method::Publish(params) => reply(
+            publish(hub, client, params)
+                .await
+                .map(|v| protocol::reply(id, &v)),
+        ),
         Method::Presence(params) => reply(if !client.may_access(&params.channel) {
             Err(ErrorCode::PermissionDenied.into())
         } else if params.count {
             hub.presence_count(&params.channel)
+                .await
                 .map(|count| protocol::reply(id, &serde_json::json!({ "count": count })))
-                .map_err(Error::from)
         } else {
             hub.presence(&params.channel)
+                .await
                 .map(|clients| protocol::reply(id, &serde_json::json!({ "clients": clients })))
-                .map_err(Error::from)
         }),
         Method::History(params) => reply(if client.may_access(&params.channel) {
             hub.history(&params.channel, params.limit)
+                .await
                 .map(|history| protocol::reply(id, &history))
-                .map_err(Error::from)
         } else {
             Err(ErrorCode::PermissionDenied.into())
         }),
@@ -359,7 +362,7 @@ fn refresh(
     })
 }
 
-fn publish(
+async fn publish(
     hub: &Arc<Hub>,
     client: &Arc<Client>,
     params: protocol::PublishParams,
@@ -384,7 +387,9 @@ fn publish(
         );
         return Ok(serde_json::json!({}));
     }
-    let published = hub.publish(&params.channel, params.data, Some(&client.info))?;
+    let published = hub
+        .publish(&params.channel, params.data, Some(&client.info))
+        .await?;
     Ok(serde_json::json!({"offset": published.offset, "epoch": published.epoch}))
 }
 

@@ -122,6 +122,7 @@ async fn a_burst_of_publications_reaches_every_subscriber_unprompted() {
         let p = server
             .hub()
             .publish("fan:burst", RawValue::from_string(data).unwrap(), None)
+            .await
             .expect("publish");
         assert_eq!(p.delivered, READERS, "queued for every reader");
     }

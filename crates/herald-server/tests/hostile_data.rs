@@ -170,6 +170,7 @@ async fn one_size_limit_for_api_clients_and_endpoints() {
     let e = server
         .hub()
         .publish("echo:s", RawValue::from_string(big.clone()).unwrap(), None)
+        .await
         .unwrap_err();
     assert!(e.message.contains("max_publication_size"), "{e}");
     drop(c);

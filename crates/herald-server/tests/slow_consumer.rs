@@ -73,6 +73,7 @@ async fn publish_until_drop(
         let n = top.get(channel).copied().unwrap_or(0) + 1;
         let p = hub
             .publish(channel, payload(channel, n), None)
+            .await
             .expect("publish");
         assert_eq!(p.offset, n);
         top.insert(channel.to_owned(), n);
@@ -158,6 +159,7 @@ async fn disconnect_policy_closes_the_slow_consumer_with_4001_and_others_keep_up
     // only.
     let p = hub
         .publish("slow:feed", payload("slow:feed", top + 1), None)
+        .await
         .expect("publish");
     assert_eq!(
         p.delivered, 1,
@@ -314,6 +316,7 @@ async fn a_reply_survives_a_full_queue(policy: QueuePolicy, policy_name: &str) {
             while !stop.load(Ordering::Relaxed) {
                 top += 1;
                 hub.publish("full:feed", payload("full:feed", top), None)
+                    .await
                     .expect("publish");
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }

@@ -73,6 +73,7 @@ async fn https_and_wss_with_a_certificate_the_client_verifies() {
     server
         .hub()
         .publish("chat:tls", data, None)
+        .await
         .expect("publish");
     let push = loop {
         let m = recv_json(&mut ws).await.expect("a push");

@@ -266,14 +266,14 @@ async fn api_publish(
     _: Authorized,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    publish(&server.hub, &body)
+    publish(&server.hub, &body).await
 }
 
 /// `POST /api/publish` once the request is let in: the part the fuzz
 /// target drives.
-pub(crate) fn publish(hub: &Hub, body: &[u8]) -> ApiResult {
+pub(crate) async fn publish(hub: &Hub, body: &[u8]) -> ApiResult {
     let body: PublishBody = parse(body)?;
-    to_json(hub.publish(&body.channel, body.data, None)?)
+    to_json(hub.publish(&body.channel, body.data, None).await?)
 }
 
 #[derive(Deserialize)]
@@ -288,11 +288,11 @@ async fn api_broadcast(
     _: Authorized,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    broadcast(&server.hub, &body)
+    broadcast(&server.hub, &body).await
 }
 
 /// `POST /api/broadcast` once the request is let in.
-pub(crate) fn broadcast(hub: &Hub, body: &[u8]) -> ApiResult {
+pub(crate) async fn broadcast(hub: &Hub, body: &[u8]) -> ApiResult {
     let mut body: BroadcastBody = parse(body)?;
     // A channel listed twice is published to once, in first-listed order.
     let mut seen = std::collections::HashSet::new();
@@ -311,14 +311,13 @@ pub(crate) fn broadcast(hub: &Hub, body: &[u8]) -> ApiResult {
             format!("unknown channel {bad}"),
         ));
     }
-    let results: Vec<serde_json::Value> = body
-        .channels
-        .iter()
-        .map(|c| match hub.publish_checked(c, body.data.clone(), None) {
+    let mut results: Vec<serde_json::Value> = Vec::with_capacity(body.channels.len());
+    for c in &body.channels {
+        results.push(match hub.publish_checked(c, body.data.clone(), None).await {
             Ok(p) => json!({"channel": c, "offset": p.offset, "epoch": p.epoch, "delivered": p.delivered}),
             Err(e) => json!({"channel": c, "error": {"code": e.code.code(), "message": e.message}}),
-        })
-        .collect();
+        });
+    }
     Ok(axum::Json(json!({ "results": results })))
 }
 
@@ -385,11 +384,11 @@ async fn api_presence(
     })?;
     if q.count {
         return Ok(axum::Json(
-            json!({ "count": server.hub.presence_count(&channel)? }),
+            json!({ "count": server.hub.presence_count(&channel).await? }),
         ));
     }
     Ok(axum::Json(
-        json!({ "clients": server.hub.presence(&channel)? }),
+        json!({ "clients": server.hub.presence(&channel).await? }),
     ))
 }
 
@@ -411,7 +410,7 @@ async fn api_history(
             e.body_text(),
         )
     })?;
-    Ok(axum::Json(server.hub.history(&channel, q.limit)?))
+    Ok(axum::Json(server.hub.history(&channel, q.limit).await?))
 }
 
 #[cfg(test)]

@@ -1,32 +1,35 @@
-//! The hub: channels, their subscribers, history and presence.
+//! The hub: this node's clients, their subscriptions, and fan-out of what
+//! the broker delivers.
 //!
-//! One publication is serialized once into a text frame payload; every
-//! subscriber's outbox gets a reference-counted handle to the same bytes.
-//! A subscribe reply is queued into the subscriber's outbox while the
-//! channel is locked, so no publication can overtake it and recovery never
-//! leaves a gap or a duplicate between the recovered publications and the
-//! live ones.
+//! Every publication goes through the broker ([`crate::broker`]), which
+//! assigns its offset and keeps history; the broker hands it back to the
+//! hub's [`local::Fanout`], which serializes it once into a text frame
+//! payload and queues a reference-counted handle to the same bytes in
+//! every subscriber's outbox. A subscribe registers the subscriber first,
+//! buffering what arrives for it, then reads the channel's position (and
+//! what it missed) from the broker, and queues the reply followed by the
+//! buffered publications that history did not hold: recovery never
+//! leaves a gap or a duplicate, whichever broker sits behind.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-
-use tokio::time::Instant;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use crate::broker::{self, Broker, MemoryBroker, Retention, Since};
 use crate::config::{NamespaceConfig, QueuePolicy, ServerConfig};
-use crate::delivery::{Item, Outbox, Pushed, prepared};
+use crate::delivery::{Item, Outbox, prepared};
 use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientInfo, Error, ErrorCode, Publication};
 use crate::session::Disconnect;
 
-mod channel;
+mod local;
 
-pub(crate) use channel::PresenceDiff;
-use channel::{Channel, Channels, new_epoch, recover, trim_history};
+pub(crate) use local::PresenceDiff;
+use local::{Channels, Fanout, LocalChannel, Subscriber};
 
 /// A connection as the hub knows it.
 #[derive(Debug)]
@@ -78,7 +81,7 @@ pub struct Published {
     pub offset: u64,
     /// The channel's epoch.
     pub epoch: String,
-    /// Subscribers it was queued for.
+    /// Subscribers on this node it was queued for.
     pub delivered: usize,
 }
 
@@ -94,11 +97,12 @@ struct Subscribed<'a> {
     publications: Option<Vec<&'a Publication>>,
 }
 
-/// The channels of one server (the in-memory broker).
+/// This node's clients and channels, in front of a broker.
 #[derive(Debug)]
 pub struct Hub {
     config: Arc<ServerConfig>,
-    channels: Mutex<Channels>,
+    fanout: Arc<Fanout>,
+    broker: Arc<dyn Broker>,
     clients: Mutex<HashMap<u64, Arc<Client>>>,
     next_client: AtomicU64,
     metrics: Arc<Metrics>,
@@ -117,15 +121,40 @@ impl std::fmt::Debug for dyn Endpoint {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+fn unavailable(e: broker::BrokerError) -> Error {
+    tracing::warn!("{e}");
+    Error::new(ErrorCode::Internal, e.to_string())
+}
+
 impl Hub {
-    /// An empty hub.
+    /// An empty hub with the in-memory broker.
     pub fn new(config: Arc<ServerConfig>, metrics: Arc<Metrics>) -> Self {
-        Self {
+        let (ttl, max) = (config.channel_meta_ttl, config.max_idle_channels);
+        Self::with_broker(config, metrics, |sink| {
+            Arc::new(MemoryBroker::new(sink, ttl, max))
+        })
+    }
+
+    /// An empty hub in front of the broker `make` builds around the hub's
+    /// sink.
+    pub(crate) fn with_broker(
+        config: Arc<ServerConfig>,
+        metrics: Arc<Metrics>,
+        make: impl FnOnce(Arc<dyn broker::Sink>) -> Arc<dyn Broker>,
+    ) -> Self {
+        let fanout = Arc::new(Fanout {
+            config: config.clone(),
+            metrics: metrics.clone(),
             channels: Mutex::default(),
+        });
+        let broker = make(fanout.clone());
+        Self {
+            fanout,
+            broker,
             clients: Mutex::default(),
             next_client: AtomicU64::new(1),
             metrics,
@@ -165,9 +194,9 @@ impl Hub {
         endpoints.get(ns).map(|e| (ns.to_owned(), e.clone()))
     }
 
-    /// Sessions subscribed to any channel of `namespace`.
+    /// Sessions on this node subscribed to any channel of `namespace`.
     pub fn sessions(&self, namespace: &str) -> Vec<crate::endpoint::Session> {
-        let channels = lock(&self.channels);
+        let channels = lock(&self.fanout.channels);
         let mut seen = std::collections::HashSet::new();
         channels
             .map
@@ -178,8 +207,8 @@ impl Hub {
                     .is_some_and(|(ns, _)| ns == namespace)
             })
             .flat_map(|(_, ch)| ch.subscribers.values())
-            .filter(|c| seen.insert(c.id))
-            .map(|c| crate::endpoint::Session::new(c.clone()))
+            .filter(|s| seen.insert(s.client.id))
+            .map(|s| crate::endpoint::Session::new(s.client.clone()))
             .collect()
     }
 
@@ -233,12 +262,17 @@ impl Hub {
     /// endpoint.
     pub(crate) fn unregister(&self, client: &Client) -> Vec<(String, Arc<dyn Endpoint>)> {
         lock(&self.clients).remove(&client.id);
-        let mut channels = lock(&self.channels);
         let names: Vec<Arc<str>> = lock(&client.channels).clone();
-        for name in &names {
-            self.leave(&mut channels, name, client);
+        let mut emptied = Vec::new();
+        {
+            let mut channels = lock(&self.fanout.channels);
+            for name in &names {
+                if self.leave(&mut channels, name, client) {
+                    emptied.push(name.clone());
+                }
+            }
         }
-        drop(channels);
+        self.left(&names, &emptied, client);
         let mut joined: Vec<(String, Arc<dyn Endpoint>)> = Vec::new();
         for name in &names {
             if let Some((ns, e)) = self.endpoint_for(name)
@@ -250,105 +284,91 @@ impl Hub {
         joined
     }
 
+    /// Tells the broker what `client` leaving `names` changed: presence,
+    /// and this node's interest in the channels it was the last local
+    /// subscriber of (`emptied`). Called without the hub's lock, which
+    /// the broker's delivery takes.
+    fn left(&self, names: &[Arc<str>], emptied: &[Arc<str>], client: &Client) {
+        for name in names {
+            if self.namespace(name).is_ok_and(|ns| ns.presence) {
+                self.broker.leave(name, &client.info.client);
+            }
+        }
+        for name in emptied {
+            self.broker.unsubscribe(name);
+        }
+    }
+
     /// Publishes `data` to `channel`, from a client (`info`) or the server.
     /// Data over `max_publication_size` or `max_publication_depth` is
     /// refused (error 109), whoever sends it.
-    pub fn publish(
+    pub async fn publish(
         &self,
         channel: &str,
         data: Box<RawValue>,
         info: Option<&ClientInfo>,
     ) -> Result<Published, Error> {
         crate::limits::check_data(&data, &self.config)?;
-        self.publish_checked(channel, data, info)
+        self.publish_checked(channel, data, info).await
+    }
+
+    /// [`Hub::publish`] for code that cannot wait (an [`Endpoint`]
+    /// callback, a timer): `Some` with the result when the broker answered
+    /// within the call, as the in-memory broker always does; `None` when
+    /// the publication is still on its way (a network broker), in which
+    /// case it completes in the background and a failure is logged.
+    pub fn publish_detached(
+        self: &Arc<Self>,
+        channel: &str,
+        data: Box<RawValue>,
+        info: Option<&ClientInfo>,
+    ) -> Option<Result<Published, Error>> {
+        let hub = self.clone();
+        let channel = channel.to_owned();
+        let info = info.cloned();
+        let publish = async move {
+            hub.publish(&channel, data, info.as_ref())
+                .await
+                .map_err(|e| broker::BrokerError(e.message.into_owned()))
+        };
+        broker::detach(publish).map(|r| r.map_err(|e| Error::new(ErrorCode::Internal, e.0)))
     }
 
     /// [`Hub::publish`] of data that already passed `limits::check_data`
     /// (a broadcast checks its one `data` once, not once per channel).
-    pub(crate) fn publish_checked(
+    pub(crate) async fn publish_checked(
         &self,
         channel: &str,
         data: Box<RawValue>,
         info: Option<&ClientInfo>,
     ) -> Result<Published, Error> {
         let ns = self.namespace(channel)?;
-        let now = Instant::now();
-        let mut channels = lock(&self.channels);
-        let ch = Self::channel(&mut channels.map, channel);
-        ch.top += 1;
+        let retention = Retention {
+            size: ns.history_size,
+            ttl: ns.history_ttl,
+        };
         let publication = Publication {
-            offset: ch.top,
+            offset: 0,
             data,
             info: info.cloned(),
         };
-        let message = prepared(protocol::push_publication(channel, &ch.epoch, &publication));
-        self.metrics.publication(message.len());
-        if ns.history_size > 0 {
-            ch.history.push_back((now, publication));
-            trim_history(ch, ns, now);
-        }
-        let mut delivered = 0;
-        for sub in ch.subscribers.values() {
-            let item = Item {
-                key: Some(ch.name.clone()),
-                message: message.clone(),
-                reply: false,
-                published: Some(now),
-            };
-            match sub.outbox.push(item, ns.queue_size, ns.on_full) {
-                Pushed::Queued => {}
-                Pushed::Dropped | Pushed::Replaced => self.metrics.queue_drop(ns.on_full),
-                // Counted once per client, not per publication it misses
-                // while it is being closed (it recovers them).
-                Pushed::Overflow => {
-                    self.metrics.slow_consumer_disconnect();
-                    continue;
-                }
-                Pushed::Closing => continue,
-            }
-            delivered += 1;
-        }
-        self.metrics.messages_out(delivered, message.len());
-        let published = Published {
-            offset: ch.top,
-            epoch: ch.epoch.to_string(),
-            delivered,
-        };
-        if ch.is_idle() {
-            // A new offset: the channel's meta is fresh as of now.
-            channels.settle(channel, now, self.config.max_idle_channels);
-        }
-        Ok(published)
-    }
-
-    fn channel<'a>(channels: &'a mut HashMap<Arc<str>, Channel>, name: &str) -> &'a mut Channel {
-        if !channels.contains_key(name) {
-            let name: Arc<str> = name.into();
-            channels.insert(
-                name.clone(),
-                Channel {
-                    epoch: new_epoch(),
-                    name,
-                    top: 0,
-                    history: VecDeque::new(),
-                    subscribers: HashMap::new(),
-                    idle_since: None,
-                    pending: None,
-                },
-            );
-        }
-        // Inserted above if it was missing; the map is only changed under
-        // the caller's lock.
-        channels
-            .get_mut(name)
-            .unwrap_or_else(|| unreachable!("channel {name} inserted above"))
+        let placed = self
+            .broker
+            .publish(channel, publication, retention)
+            .await
+            .map_err(unavailable)?;
+        Ok(Published {
+            offset: placed.offset,
+            epoch: placed.epoch.to_string(),
+            delivered: placed.delivered,
+        })
     }
 
     /// Subscribes `client` and queues the reply for command `id` (with the
-    /// recovered publications when asked), all under the channel's lock.
-    /// Returns whether this is the client's first channel in the namespace
-    /// (when an endpoint's `on_open` is due).
-    pub(crate) fn subscribe(
+    /// recovered publications when asked). Returns whether this is the
+    /// client's first channel in the namespace (when an endpoint's
+    /// `on_open` is due).
+    pub(crate) async fn subscribe(
         &self,
         client: &Arc<Client>,
         id: u32,
@@ -359,37 +379,84 @@ impl Hub {
         if !client.may_access(channel) {
             return Err(ErrorCode::PermissionDenied);
         }
-        let mut channels = lock(&self.channels);
-        let Channels {
-            map: channels,
-            dirty,
-            ..
-        } = &mut *channels;
-        let count = lock(&client.channels).len();
-        if channels
-            .get(channel)
-            .is_some_and(|ch| ch.subscribers.contains_key(&client.id))
-        {
-            return Err(ErrorCode::AlreadySubscribed);
+        let (first_in_namespace, first_here) = {
+            let mut channels = lock(&self.fanout.channels);
+            if channels
+                .map
+                .get(channel)
+                .is_some_and(|ch| ch.subscribers.contains_key(&client.id))
+            {
+                return Err(ErrorCode::AlreadySubscribed);
+            }
+            if lock(&client.channels).len() >= self.config.max_subscriptions {
+                return Err(ErrorCode::LimitExceeded);
+            }
+            let first_in_namespace = !self.in_namespace(client, channel);
+            let ch = channels.get_or_create(channel);
+            let first_here = ch.subscribers.is_empty();
+            ch.subscribers.insert(
+                client.id,
+                Subscriber {
+                    client: client.clone(),
+                    buffer: Some(Vec::new()),
+                },
+            );
+            lock(&client.channels).push(ch.name.clone());
+            (first_in_namespace, first_here)
+        };
+        if first_here {
+            self.broker.subscribe(channel);
         }
-        if count >= self.config.max_subscriptions {
-            return Err(ErrorCode::LimitExceeded);
-        }
-        let first_in_namespace = !self.in_namespace(client, channel);
-        let ch = Self::channel(channels, channel);
-        trim_history(ch, ns, Instant::now());
-        let (recovered, publications) = if params.recover {
-            let (recovered, publications) =
-                recover(ch, params.epoch.as_deref(), params.offset.unwrap_or(0));
-            (Some(recovered), Some(publications))
+        // From here on every publication of the channel reaches the
+        // subscriber's buffer, so the history read next and the buffer
+        // overlap: nothing falls between them.
+        let offset = params.offset.unwrap_or(0);
+        let since = if params.recover {
+            Since::Offset(offset)
         } else {
-            (None, None)
+            Since::Position
+        };
+        let stream = match self.broker.history(channel, since).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                if self.leave(&mut lock(&self.fanout.channels), channel, client) {
+                    self.broker.unsubscribe(channel);
+                }
+                tracing::warn!("subscribe to {channel}: {e}");
+                return Err(ErrorCode::Internal);
+            }
+        };
+        let mut channels = lock(&self.fanout.channels);
+        let Channels { map, dirty } = &mut *channels;
+        let Some(ch) = map.get_mut(channel) else {
+            return Err(ErrorCode::Internal);
+        };
+        if !ch.subscribers.contains_key(&client.id) {
+            return Err(ErrorCode::Internal);
+        }
+        // Announced while the subscriber still buffers: not to itself.
+        if ns.join_leave {
+            self.announce(ch, ns, dirty, Presence::Join, &client.info);
+        }
+        let buffered = ch
+            .subscribers
+            .get_mut(&client.id)
+            .and_then(|s| s.buffer.take())
+            .unwrap_or_default();
+        let recovered = params
+            .recover
+            .then(|| stream.recovers(params.epoch.as_deref(), offset));
+        let publications = match recovered {
+            // Another epoch: its offsets mean nothing to the client.
+            Some(_) if params.epoch.as_deref() != Some(&*stream.epoch) => Some(Vec::new()),
+            Some(_) => Some(stream.publications.iter().map(|p| &**p).collect()),
+            None => None,
         };
         let reply = protocol::reply(
             id,
             &Subscribed {
-                epoch: &ch.epoch,
-                offset: ch.top,
+                epoch: &stream.epoch,
+                offset: stream.top,
                 recovered,
                 publications,
             },
@@ -404,12 +471,16 @@ impl Hub {
             usize::MAX,
             QueuePolicy::DropOldest,
         );
-        if ns.join_leave {
-            self.announce(ch, ns, dirty, Presence::Join, &client.info);
+        // What arrived while the broker was asked and is not in the reply.
+        for (epoch, at, item) in buffered {
+            if epoch == stream.epoch && at > stream.top {
+                self.fanout.push(client, item, ns);
+            }
         }
-        ch.subscribers.insert(client.id, client.clone());
-        ch.idle_since = None;
-        lock(&client.channels).push(ch.name.clone());
+        drop(channels);
+        if ns.presence {
+            self.broker.join(channel, &client.info);
+        }
         self.metrics.subscriptions(1);
         Ok(first_in_namespace)
     }
@@ -427,36 +498,53 @@ impl Hub {
     /// `on_close` is due).
     pub(crate) fn unsubscribe(&self, client: &Client, channel: &str) -> Result<bool, ErrorCode> {
         self.namespace(channel)?;
-        let mut channels = lock(&self.channels);
-        if !channels
-            .map
-            .get(channel)
-            .is_some_and(|ch| ch.subscribers.contains_key(&client.id))
-        {
-            return Err(ErrorCode::NotSubscribed);
-        }
-        self.leave(&mut channels, channel, client);
+        let emptied = {
+            let mut channels = lock(&self.fanout.channels);
+            if !channels
+                .map
+                .get(channel)
+                .is_some_and(|ch| ch.subscribers.contains_key(&client.id))
+            {
+                return Err(ErrorCode::NotSubscribed);
+            }
+            self.leave(&mut channels, channel, client)
+        };
+        let name: Arc<str> = channel.into();
+        let emptied = if emptied {
+            vec![name.clone()]
+        } else {
+            Vec::new()
+        };
+        self.left(&[name], &emptied, client);
         Ok(!self.in_namespace(client, channel))
     }
 
-    fn leave(&self, channels: &mut Channels, channel: &str, client: &Client) {
-        let Channels { map, dirty, .. } = channels;
+    /// Removes `client` from `channel` on this node, with a leave push if
+    /// it was live. Returns whether the channel has no local subscriber
+    /// left (then it is forgotten here, and the broker must be told).
+    fn leave(&self, channels: &mut Channels, channel: &str, client: &Client) -> bool {
+        let Channels { map, dirty } = channels;
         let Some(ch) = map.get_mut(channel) else {
-            return;
+            return false;
         };
-        if ch.subscribers.remove(&client.id).is_none() {
-            return;
-        }
+        let Some(sub) = ch.subscribers.remove(&client.id) else {
+            return false;
+        };
         lock(&client.channels).retain(|c| **c != *channel);
-        self.metrics.subscriptions(-1);
-        if let Ok(ns) = self.namespace(channel)
-            && ns.join_leave
-        {
-            self.announce(ch, ns, dirty, Presence::Leave, &client.info);
+        // A subscriber still waiting for its reply was never announced.
+        if sub.buffer.is_none() {
+            self.metrics.subscriptions(-1);
+            if let Ok(ns) = self.namespace(channel)
+                && ns.join_leave
+            {
+                self.announce(ch, ns, dirty, Presence::Leave, &client.info);
+            }
         }
-        if ch.is_idle() {
-            channels.settle(channel, Instant::now(), self.config.max_idle_channels);
+        if ch.subscribers.is_empty() {
+            map.remove(channel);
+            return true;
         }
+        false
     }
 
     /// A join or leave of `info` in `ch`: pushed at once to its
@@ -464,19 +552,21 @@ impl Hub {
     /// batch.
     fn announce(
         &self,
-        ch: &mut Channel,
+        ch: &mut LocalChannel,
         ns: &NamespaceConfig,
         dirty: &mut Vec<Arc<str>>,
         what: Presence,
         info: &Arc<ClientInfo>,
     ) {
-        if ch.subscribers.len() < ns.join_leave_batch_above {
+        // Those it is told to: a joiner is already in the map.
+        let others = ch.subscribers.len() - usize::from(matches!(what, Presence::Join));
+        if others < ns.join_leave_batch_above {
             let kind = match what {
                 Presence::Join => "join",
                 Presence::Leave => "leave",
             };
             let text = protocol::push_presence(&ch.name, kind, info);
-            self.fan_out(ch, ns, text);
+            self.fanout.fan_out(ch, ns, text);
             return;
         }
         let diff = ch.pending_presence(dirty);
@@ -486,28 +576,11 @@ impl Hub {
         }
     }
 
-    fn fan_out(&self, ch: &Channel, ns: &NamespaceConfig, text: String) {
-        let message = prepared(text);
-        for sub in ch.subscribers.values() {
-            let item = Item {
-                key: None,
-                message: message.clone(),
-                reply: false,
-                published: None,
-            };
-            match sub.outbox.push(item, ns.queue_size, ns.on_full) {
-                Pushed::Queued | Pushed::Closing => {}
-                Pushed::Dropped | Pushed::Replaced => self.metrics.queue_drop(ns.on_full),
-                Pushed::Overflow => self.metrics.slow_consumer_disconnect(),
-            }
-        }
-    }
-
     /// Sends the joins and leaves batched since the last call, one push
     /// per channel (see `join_leave_batch_above`). `Server::serve` calls
     /// it every `join_leave_interval`.
     pub fn flush_presence(&self) {
-        let mut channels = lock(&self.channels);
+        let mut channels = lock(&self.fanout.channels);
         let dirty = std::mem::take(&mut channels.dirty);
         for name in dirty {
             let Some(ch) = channels.map.get_mut(&name) else {
@@ -517,76 +590,65 @@ impl Hub {
                 continue;
             };
             if let Ok(ns) = self.namespace(&name) {
-                self.fan_out(ch, ns, protocol::push_presence_batch(&name, &diff));
+                self.fanout
+                    .fan_out(ch, ns, protocol::push_presence_batch(&name, &diff));
             }
         }
     }
 
     /// How many are subscribed to `channel`, where its namespace keeps
     /// presence: the answer for a channel too large to list.
-    pub fn presence_count(&self, channel: &str) -> Result<usize, ErrorCode> {
+    pub async fn presence_count(&self, channel: &str) -> Result<usize, Error> {
         if !self.namespace(channel)?.presence {
-            return Err(ErrorCode::PermissionDenied);
+            return Err(ErrorCode::PermissionDenied.into());
         }
-        let channels = lock(&self.channels);
-        Ok(channels
-            .map
-            .get(channel)
-            .map_or(0, |ch| ch.subscribers.len()))
+        self.broker
+            .presence_count(channel)
+            .await
+            .map_err(unavailable)
     }
 
     /// Who is subscribed to `channel`, where its namespace keeps presence.
-    pub fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, ErrorCode> {
+    pub async fn presence(&self, channel: &str) -> Result<Vec<ClientInfo>, Error> {
         if !self.namespace(channel)?.presence {
-            return Err(ErrorCode::PermissionDenied);
+            return Err(ErrorCode::PermissionDenied.into());
         }
-        let channels = lock(&self.channels);
-        Ok(channels
-            .map
-            .get(channel)
-            .map(|ch| ch.subscribers.values().map(|c| (*c.info).clone()).collect())
-            .unwrap_or_default())
+        let list = self.broker.presence(channel).await.map_err(unavailable)?;
+        Ok(list.iter().map(|c| (**c).clone()).collect())
     }
 
     /// The kept publications of `channel`, newest last, and its epoch and
     /// top offset.
     /// Rendering it cannot fail: publications are written out as the raw
     /// JSON they were accepted as, never converted to a `Value`.
-    pub fn history(&self, channel: &str, limit: Option<usize>) -> Result<History, ErrorCode> {
-        let ns = self.namespace(channel)?;
-        let mut channels = lock(&self.channels);
-        let Some(ch) = channels.map.get_mut(channel) else {
-            return Ok(History {
-                epoch: String::new(),
-                offset: 0,
-                publications: Vec::new(),
-            });
-        };
-        trim_history(ch, ns, Instant::now());
-        let n = limit.unwrap_or(usize::MAX).min(ch.history.len());
-        let publications = ch
-            .history
-            .iter()
-            .skip(ch.history.len() - n)
-            .map(|(_, p)| p.clone())
-            .collect();
+    pub async fn history(&self, channel: &str, limit: Option<usize>) -> Result<History, Error> {
+        self.namespace(channel)?;
+        let since = Since::Last(limit.unwrap_or(usize::MAX));
+        let stream = self
+            .broker
+            .history(channel, since)
+            .await
+            .map_err(unavailable)?;
         Ok(History {
-            epoch: ch.epoch.to_string(),
-            offset: ch.top,
-            publications,
+            epoch: stream.epoch.to_string(),
+            offset: stream.top,
+            publications: stream.publications.iter().map(|p| (**p).clone()).collect(),
         })
     }
 
-    /// Channels with subscribers or history, with their subscriber counts.
-    /// (Idle channels, kept only for their epoch and offset, are not
-    /// listed.)
+    /// Channels with subscribers on this node or history in the broker,
+    /// with their local subscriber counts. (Idle channels, kept only for
+    /// their epoch and offset, are not listed.)
     pub fn channels(&self) -> Vec<(String, usize)> {
-        let mut list: Vec<(String, usize)> = lock(&self.channels)
+        let mut list: HashMap<String, usize> = lock(&self.fanout.channels)
             .map
             .iter()
-            .filter(|(_, ch)| !ch.is_idle())
             .map(|(name, ch)| (name.to_string(), ch.subscribers.len()))
             .collect();
+        for name in self.broker.with_history() {
+            list.entry(name.to_string()).or_insert(0);
+        }
+        let mut list: Vec<(String, usize)> = list.into_iter().collect();
         list.sort();
         list
     }
@@ -615,36 +677,16 @@ impl Hub {
         lock(&self.clients).values().cloned().collect()
     }
 
-    /// Expires history, and forgets channels idle (neither subscribers nor
-    /// history) for longer than `channel_meta_ttl`.
+    /// The broker's upkeep: expires history, and forgets channels idle
+    /// (neither subscribers nor history) for longer than
+    /// `channel_meta_ttl`.
     pub fn sweep(&self) {
-        let now = Instant::now();
-        let mut channels = lock(&self.channels);
-        let mut newly_idle = Vec::new();
-        for (name, ch) in &mut channels.map {
-            if let Some((_, ns)) = self.config.namespace_of(name) {
-                trim_history(ch, ns, now);
-            }
-            if ch.is_idle() && ch.idle_since.is_none() {
-                newly_idle.push(name.clone());
-            }
-        }
-        for name in newly_idle {
-            channels.settle(&name, now, self.config.max_idle_channels);
-        }
-        let ttl = self.config.channel_meta_ttl;
-        while channels
-            .idle
-            .front()
-            .is_some_and(|(at, _)| now.duration_since(*at) >= ttl)
-        {
-            channels.forget_front();
-        }
+        self.broker.sweep();
     }
 
-    /// Channels held in memory, idle ones included.
+    /// Channels whose position the broker holds, idle ones included.
     pub fn channels_held(&self) -> usize {
-        lock(&self.channels).map.len()
+        self.broker.channels_held()
     }
 }
 
@@ -698,38 +740,43 @@ mod tests {
         }
     }
 
-    #[test]
-    fn publish_reaches_subscribers_in_order_with_offsets() {
+    #[tokio::test]
+    async fn publish_reaches_subscribers_in_order_with_offsets() {
         let hub = hub();
         let a = hub.register("u1".into(), None, None);
         hub.subscribe(&a, 1, &sub("chat:x", false, None, None))
+            .await
             .unwrap();
-        let p1 = hub.publish("chat:x", raw("1"), None).unwrap();
-        let p2 = hub.publish("chat:x", raw("2"), None).unwrap();
+        let p1 = hub.publish("chat:x", raw("1"), None).await.unwrap();
+        let p2 = hub.publish("chat:x", raw("2"), None).await.unwrap();
         assert_eq!((p1.offset, p2.offset, p2.delivered), (1, 2, 1));
         let got = drain(&a);
         assert!(
             got[0].starts_with(r#"{"id":1,"result":{"epoch":"#),
             "{got:?}"
         );
-        assert!(got[1].contains(r#""offset":1,"data":1"#));
+        assert!(got[1].contains(r#""offset":1,"data":1"#), "{got:?}");
         assert!(got[2].contains(r#""offset":2,"data":2"#));
     }
 
-    #[test]
-    fn recovery_fills_the_gap_or_says_it_cannot() {
+    #[tokio::test]
+    async fn recovery_fills_the_gap_or_says_it_cannot() {
         let hub = hub();
         let a = hub.register("u".into(), None, None);
         hub.subscribe(&a, 1, &sub("chat:r", false, None, None))
+            .await
             .unwrap();
-        hub.publish("chat:r", raw("1"), None).unwrap();
-        let epoch = hub.history("chat:r", None).unwrap().epoch;
+        hub.publish("chat:r", raw("1"), None).await.unwrap();
+        let epoch = hub.history("chat:r", None).await.unwrap().epoch;
         hub.unregister(&a);
         for i in 2..=4 {
-            hub.publish("chat:r", raw(&i.to_string()), None).unwrap();
+            hub.publish("chat:r", raw(&i.to_string()), None)
+                .await
+                .unwrap();
         }
         let b = hub.register("u".into(), None, None);
         hub.subscribe(&b, 2, &sub("chat:r", true, Some(&epoch), Some(1)))
+            .await
             .unwrap();
         let reply: serde_json::Value = serde_json::from_str(&drain(&b)[0]).unwrap();
         assert_eq!(reply["result"]["recovered"], true);
@@ -743,13 +790,14 @@ mod tests {
 
         let c = hub.register("u".into(), None, None);
         hub.subscribe(&c, 3, &sub("chat:r", true, Some("other"), Some(1)))
+            .await
             .unwrap();
         let reply: serde_json::Value = serde_json::from_str(&drain(&c)[0]).unwrap();
         assert_eq!(reply["result"]["recovered"], false);
     }
 
-    fn epoch_of(hub: &Hub, channel: &str) -> String {
-        hub.history(channel, None).unwrap().epoch
+    async fn epoch_of(hub: &Hub, channel: &str) -> String {
+        hub.history(channel, None).await.unwrap().epoch
     }
 
     #[tokio::test(start_paused = true)]
@@ -761,27 +809,28 @@ mod tests {
         let hub = Hub::new(Arc::new(config), Arc::new(Metrics::default()));
         let a = hub.register("u".into(), None, None);
         hub.subscribe(&a, 1, &sub("game:x", false, None, None))
+            .await
             .unwrap();
-        let epoch = epoch_of(&hub, "game:x");
+        let epoch = epoch_of(&hub, "game:x").await;
         hub.unregister(&a);
         // Idle (no subscribers, no history): kept, but not listed.
         tokio::time::advance(std::time::Duration::from_secs(59)).await;
         hub.sweep();
-        assert_eq!(epoch_of(&hub, "game:x"), epoch);
+        assert_eq!(epoch_of(&hub, "game:x").await, epoch);
         assert!(hub.channels().is_empty());
         // A publication without history refreshes the idle clock.
-        hub.publish("game:x", raw("1"), None).unwrap();
+        hub.publish("game:x", raw("1"), None).await.unwrap();
         tokio::time::advance(std::time::Duration::from_secs(59)).await;
         hub.sweep();
-        assert_eq!(epoch_of(&hub, "game:x"), epoch);
+        assert_eq!(epoch_of(&hub, "game:x").await, epoch);
         tokio::time::advance(std::time::Duration::from_secs(1)).await;
         hub.sweep();
         assert_eq!(hub.channels_held(), 0, "forgotten after the TTL");
-        assert_eq!(epoch_of(&hub, "game:x"), "");
+        assert_eq!(epoch_of(&hub, "game:x").await, "");
     }
 
-    #[test]
-    fn idle_channels_are_bounded_longest_idle_forgotten_first() {
+    #[tokio::test]
+    async fn idle_channels_are_bounded_longest_idle_forgotten_first() {
         let config = ServerConfig {
             max_idle_channels: 3,
             ..ServerConfig::default()
@@ -791,22 +840,32 @@ mod tests {
         for i in 0..5 {
             let name = format!("game:{i}");
             hub.subscribe(&a, 1, &sub(&name, false, None, None))
+                .await
                 .unwrap();
             hub.unsubscribe(&a, &name).unwrap();
         }
         // Flapping one channel leaves stale entries that do not count.
         for _ in 0..10 {
             hub.subscribe(&a, 1, &sub("game:4", false, None, None))
+                .await
                 .unwrap();
             hub.unsubscribe(&a, "game:4").unwrap();
         }
         assert!(hub.channels_held() <= 3, "{}", hub.channels_held());
-        assert_ne!(epoch_of(&hub, "game:4"), "", "the most recent is kept");
-        assert_eq!(epoch_of(&hub, "game:0"), "", "the longest idle went first");
+        assert_ne!(
+            epoch_of(&hub, "game:4").await,
+            "",
+            "the most recent is kept"
+        );
+        assert_eq!(
+            epoch_of(&hub, "game:0").await,
+            "",
+            "the longest idle went first"
+        );
     }
 
-    #[test]
-    fn permissions_and_namespaces() {
+    #[tokio::test]
+    async fn permissions_and_namespaces() {
         let hub = hub();
         let a = hub.register(
             "u".into(),
@@ -814,19 +873,23 @@ mod tests {
             Some(vec!["chat:mine".into(), "quotes:*".into()]),
         );
         assert_eq!(
-            hub.subscribe(&a, 1, &sub("chat:other", false, None, None)),
+            hub.subscribe(&a, 1, &sub("chat:other", false, None, None))
+                .await,
             Err(ErrorCode::PermissionDenied)
         );
         assert!(
             hub.subscribe(&a, 2, &sub("quotes:ACME", false, None, None))
+                .await
                 .is_ok()
         );
         assert_eq!(
-            hub.subscribe(&a, 3, &sub("quotes:ACME", false, None, None)),
+            hub.subscribe(&a, 3, &sub("quotes:ACME", false, None, None))
+                .await,
             Err(ErrorCode::AlreadySubscribed)
         );
         assert_eq!(
-            hub.subscribe(&a, 4, &sub("nope:x", false, None, None)),
+            hub.subscribe(&a, 4, &sub("nope:x", false, None, None))
+                .await,
             Err(ErrorCode::UnknownChannel)
         );
         assert_eq!(
@@ -834,26 +897,29 @@ mod tests {
             Err(ErrorCode::NotSubscribed)
         );
         assert_eq!(
-            hub.presence("quotes:ACME"),
+            hub.presence("quotes:ACME").await.map_err(|e| e.code),
             Err(ErrorCode::PermissionDenied)
         );
     }
 
-    #[test]
-    fn endpoint_open_and_close_once_per_namespace() {
+    #[tokio::test]
+    async fn endpoint_open_and_close_once_per_namespace() {
         let hub = hub();
         let a = hub.register("u".into(), None, None);
         // First channel of the namespace: on_open is due; second: not.
         assert_eq!(
-            hub.subscribe(&a, 1, &sub("game:one", false, None, None)),
+            hub.subscribe(&a, 1, &sub("game:one", false, None, None))
+                .await,
             Ok(true)
         );
         assert_eq!(
-            hub.subscribe(&a, 2, &sub("game:two", false, None, None)),
+            hub.subscribe(&a, 2, &sub("game:two", false, None, None))
+                .await,
             Ok(false)
         );
         assert_eq!(
-            hub.subscribe(&a, 3, &sub("chat:x", false, None, None)),
+            hub.subscribe(&a, 3, &sub("chat:x", false, None, None))
+                .await,
             Ok(true)
         );
         // Leaving one of two: not yet; the last: on_close is due.
@@ -863,18 +929,18 @@ mod tests {
         assert!(hub.unregister(&a).is_empty());
     }
 
-    #[test]
-    fn five_thousand_joins_cost_linear_pushes_not_quadratic() {
+    #[tokio::test]
+    async fn five_thousand_joins_cost_linear_pushes_not_quadratic() {
         let hub = hub();
         let above = hub.config().namespaces["chat"].join_leave_batch_above;
-        let clients: Vec<_> = (0..5_000)
-            .map(|i| {
-                let c = hub.register(format!("u{i}"), None, None);
-                hub.subscribe(&c, 1, &sub("chat:big", false, None, None))
-                    .unwrap();
-                c
-            })
-            .collect();
+        let mut clients = Vec::new();
+        for i in 0..5_000 {
+            let c = hub.register(format!("u{i}"), None, None);
+            hub.subscribe(&c, 1, &sub("chat:big", false, None, None))
+                .await
+                .unwrap();
+            clients.push(c);
+        }
         // One join push per subscriber present, for the first `above`
         // joins; the rest wait for the batch.
         let pushes = |clients: &[Arc<Client>]| -> usize {
@@ -902,7 +968,7 @@ mod tests {
         for c in &clients[..10] {
             hub.unregister(c);
         }
-        assert_eq!(hub.presence_count("chat:big"), Ok(4_990));
+        assert_eq!(hub.presence_count("chat:big").await.ok(), Some(4_990));
         hub.flush_presence();
         let batch: serde_json::Value = serde_json::from_str(&drain(&clients[20])[0]).unwrap();
         assert_eq!(
@@ -911,23 +977,151 @@ mod tests {
         );
     }
 
-    #[test]
-    fn presence_and_join_leave() {
+    /// The memory broker behind gates: `history` waits for `read`, reads,
+    /// then waits for `answer`, so publications can land both before and
+    /// after the read while a subscribe is under way, as with a network
+    /// broker.
+    #[derive(Debug)]
+    struct Gated {
+        inner: MemoryBroker,
+        read: tokio::sync::Semaphore,
+        answer: tokio::sync::Semaphore,
+    }
+
+    impl Broker for Gated {
+        fn publish<'a>(
+            &'a self,
+            channel: &'a str,
+            publication: Publication,
+            retention: Retention,
+        ) -> broker::BrokerFuture<'a, broker::Placed> {
+            self.inner.publish(channel, publication, retention)
+        }
+        fn history<'a>(
+            &'a self,
+            channel: &'a str,
+            since: Since,
+        ) -> broker::BrokerFuture<'a, broker::Stream> {
+            Box::pin(async move {
+                self.read.acquire().await.unwrap().forget();
+                let stream = self.inner.history(channel, since).await;
+                self.answer.acquire().await.unwrap().forget();
+                stream
+            })
+        }
+        fn subscribe(&self, channel: &str) {
+            self.inner.subscribe(channel);
+        }
+        fn unsubscribe(&self, channel: &str) {
+            self.inner.unsubscribe(channel);
+        }
+        fn join(&self, channel: &str, info: &Arc<ClientInfo>) {
+            self.inner.join(channel, info);
+        }
+        fn leave(&self, channel: &str, client: &str) {
+            self.inner.leave(channel, client);
+        }
+        fn presence<'a>(
+            &'a self,
+            channel: &'a str,
+        ) -> broker::BrokerFuture<'a, Vec<Arc<ClientInfo>>> {
+            self.inner.presence(channel)
+        }
+        fn presence_count<'a>(&'a self, channel: &'a str) -> broker::BrokerFuture<'a, usize> {
+            self.inner.presence_count(channel)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_broker_neither_loses_nor_repeats_across_subscribe() {
+        let config = Arc::new(ServerConfig::default());
+        let gated = std::sync::OnceLock::new();
+        let hub = Arc::new(Hub::with_broker(
+            config.clone(),
+            Arc::new(Metrics::default()),
+            |sink| {
+                let broker = Arc::new(Gated {
+                    inner: MemoryBroker::new(sink, config.channel_meta_ttl, 10),
+                    read: tokio::sync::Semaphore::new(0),
+                    answer: tokio::sync::Semaphore::new(0),
+                });
+                gated.set(broker.clone()).unwrap();
+                broker
+            },
+        ));
+        let gated = gated.get().unwrap();
+        gated.read.add_permits(1);
+        gated.answer.add_permits(1);
+        let a = hub.register("a".into(), None, None);
+        hub.subscribe(&a, 1, &sub("chat:s", false, None, None))
+            .await
+            .unwrap();
+        let p1 = hub.publish("chat:s", raw("1"), None).await.unwrap();
+        // B last saw offset 1 and comes back while the broker is slow.
+        let b = hub.register("b".into(), None, None);
+        let subscribing = tokio::spawn({
+            let (hub, b, epoch) = (hub.clone(), b.clone(), p1.epoch.clone());
+            async move {
+                hub.subscribe(&b, 7, &sub("chat:s", true, Some(&epoch), Some(1)))
+                    .await
+            }
+        });
+        tokio::task::yield_now().await;
+        // Before the broker reads: in history and in B's buffer both.
+        for i in 2..=3 {
+            hub.publish("chat:s", raw(&i.to_string()), None)
+                .await
+                .unwrap();
+        }
+        gated.read.add_permits(1);
+        tokio::task::yield_now().await;
+        // After it read, before it answered: only in B's buffer.
+        for i in 4..=5 {
+            hub.publish("chat:s", raw(&i.to_string()), None)
+                .await
+                .unwrap();
+        }
+        gated.answer.add_permits(1);
+        assert_eq!(subscribing.await.unwrap(), Ok(true));
+        hub.publish("chat:s", raw("6"), None).await.unwrap();
+
+        let got = drain(&b);
+        let reply: serde_json::Value = serde_json::from_str(&got[0]).unwrap();
+        assert_eq!(reply["id"], 7, "{got:?}");
+        assert_eq!(reply["result"]["recovered"], true);
+        assert_eq!(reply["result"]["offset"], 3, "the position the broker read");
+        let mut offsets: Vec<u64> = reply["result"]["publications"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["offset"].as_u64().unwrap())
+            .collect();
+        for push in &got[1..] {
+            let push: serde_json::Value = serde_json::from_str(push).unwrap();
+            offsets.push(push["push"]["pub"]["offset"].as_u64().unwrap());
+        }
+        assert_eq!(offsets, [2, 3, 4, 5, 6], "each once, in order: {got:?}");
+    }
+
+    #[tokio::test]
+    async fn presence_and_join_leave() {
         let hub = hub();
         let a = hub.register("alice".into(), Some("Alice".into()), None);
         let b = hub.register("bob".into(), None, None);
         hub.subscribe(&a, 1, &sub("chat:p", false, None, None))
+            .await
             .unwrap();
         hub.subscribe(&b, 1, &sub("chat:p", false, None, None))
+            .await
             .unwrap();
         assert!(
             drain(&a)
                 .iter()
                 .any(|m| m.contains(r#""join":{"client""#) && m.contains("bob"))
         );
-        assert_eq!(hub.presence("chat:p").unwrap().len(), 2);
+        assert_eq!(hub.presence("chat:p").await.unwrap().len(), 2);
         hub.unregister(&b);
         assert!(drain(&a).iter().any(|m| m.contains(r#""leave""#)));
-        assert_eq!(hub.presence("chat:p").unwrap().len(), 1);
+        assert_eq!(hub.presence("chat:p").await.unwrap().len(), 1);
     }
 }

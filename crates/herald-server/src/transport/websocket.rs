@@ -343,7 +343,7 @@ where
         .await;
         match step {
             Step::Frame(Message::Text(text)) => {
-                if let Err(d) = session.command(&text) {
+                if let Err(d) = session.command(&text).await {
                     return d;
                 }
             }
