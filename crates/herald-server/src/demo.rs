@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
-use crate::endpoint::{Endpoint, Session};
+use crate::endpoint::{Endpoint, Endpoints, Session};
 use crate::hub::Hub;
 
 pub(crate) const INDEX: &str = include_str!("../../../web/demo/index.html");
@@ -25,9 +25,9 @@ pub const SYMBOLS: [&str; 4] = ["ACME", "GLOBEX", "INITECH", "UMBRELLA"];
 pub const ARENA: &str = "game:arena";
 
 /// Starts the price feed and the game loop; abort the handle to stop both.
-pub(crate) fn start(hub: &Arc<Hub>) -> tokio::task::JoinHandle<()> {
+pub(crate) fn start(hub: &Arc<Hub>, endpoints: &Endpoints) -> tokio::task::JoinHandle<()> {
     let game = Arc::new(Game::default());
-    hub.set_endpoint("game", game.clone());
+    endpoints.set("game", game.clone());
     let hub = hub.clone();
     tokio::spawn(async move {
         let mut prices: Vec<f64> = vec![100.0, 250.0, 42.0, 13.37];

@@ -3,8 +3,12 @@
 //! when a client joins it ([`Endpoint::on_open`]), publishes into it
 //! ([`Endpoint::on_message`], instead of the publication going straight to
 //! subscribers) and leaves it ([`Endpoint::on_close`]). It acts through the
-//! [`Hub`]: publish, presence, the set of live sessions, the connection
-//! count.
+//! [`Hub`]: publish, presence, the connection count; [`Session::all`]
+//! lists the sessions of a namespace.
+//!
+//! Endpoints sit above the hub: the hub knows nothing of them. The
+//! session calls them (it owns the registry, [`Endpoints`], which
+//! `Server::set_endpoint` fills).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -24,7 +28,8 @@
 //! }
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 
 use serde_json::value::RawValue;
 
@@ -41,6 +46,14 @@ pub struct Session {
 impl Session {
     pub(crate) fn new(client: Arc<Client>) -> Self {
         Self { client }
+    }
+
+    /// Sessions on this node subscribed to any channel of `namespace`.
+    pub fn all(hub: &Hub, namespace: &str) -> Vec<Session> {
+        hub.clients_in(namespace)
+            .into_iter()
+            .map(Session::new)
+            .collect()
     }
 
     /// Who this is: client id, user id, name.
@@ -68,7 +81,7 @@ impl Session {
     pub fn close(&self, code: u16, reason: &str) {
         crate::hub::kick(
             &self.client,
-            crate::session::Disconnect::Endpoint {
+            crate::delivery::Disconnect::Endpoint {
                 code,
                 reason: reason.to_owned(),
             },
@@ -96,5 +109,55 @@ pub trait Endpoint: Send + Sync + 'static {
     /// there, or disconnected.
     fn on_close(&self, hub: &Arc<Hub>, session: &Session, namespace: &str) {
         let _ = (hub, session, namespace);
+    }
+}
+
+impl std::fmt::Debug for dyn Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Endpoint")
+    }
+}
+
+/// The endpoints attached to namespaces.
+#[derive(Debug, Default)]
+pub(crate) struct Endpoints {
+    by_namespace: RwLock<HashMap<String, Arc<dyn Endpoint>>>,
+}
+
+impl Endpoints {
+    /// Attaches `endpoint` to `namespace`.
+    pub(crate) fn set(&self, namespace: &str, endpoint: Arc<dyn Endpoint>) {
+        self.by_namespace
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(namespace.to_owned(), endpoint);
+    }
+
+    /// The endpoint owning `channel`'s namespace, with the namespace name.
+    pub(crate) fn for_channel(
+        &self,
+        hub: &Hub,
+        channel: &str,
+    ) -> Option<(String, Arc<dyn Endpoint>)> {
+        let (ns, _) = hub.config().namespace_of(channel)?;
+        let endpoints = self.by_namespace.read().unwrap_or_else(|p| p.into_inner());
+        endpoints.get(ns).map(|e| (ns.to_owned(), e.clone()))
+    }
+
+    /// The endpoints of the namespaces of `channels`, once each.
+    pub(crate) fn for_channels(
+        &self,
+        hub: &Hub,
+        channels: &[Arc<str>],
+    ) -> Vec<(String, Arc<dyn Endpoint>)> {
+        let mut joined: Vec<(String, Arc<dyn Endpoint>)> = Vec::new();
+        for name in channels {
+            if let Some((ns, e)) = self.for_channel(hub, name)
+                && !joined.iter().any(|(n, _)| *n == ns)
+            {
+                joined.push((ns, e));
+            }
+        }
+        joined
     }
 }

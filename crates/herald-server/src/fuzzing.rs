@@ -14,6 +14,7 @@ pub struct Harness {
     /// Runs the handlers' futures (the memory broker's are ready at once).
     rt: tokio::runtime::Runtime,
     hub: Arc<Hub>,
+    endpoints: Arc<crate::endpoint::Endpoints>,
     client: Arc<Client>,
     expiry: crate::auth::Expiry,
 }
@@ -53,6 +54,7 @@ impl Default for Harness {
         Self {
             rt,
             hub,
+            endpoints: Arc::default(),
             client,
             expiry: crate::auth::Expiry::default(),
         }
@@ -66,6 +68,7 @@ impl Harness {
             .rt
             .block_on(crate::session::handle(
                 &self.hub,
+                &self.endpoints,
                 &self.client,
                 &mut self.expiry,
                 text,

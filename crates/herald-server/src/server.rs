@@ -15,6 +15,7 @@ use herald::{Acceptor, Config};
 use tokio::net::TcpListener;
 
 use crate::config::{DeflateMode, ServerConfig};
+use crate::endpoint::{Endpoint, Endpoints};
 use crate::http::api::{self, ApiError};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -27,6 +28,8 @@ pub const WEBSOCKET_PATH: &str = "/connection/websocket";
 #[derive(Debug, Clone)]
 pub struct Server {
     pub(crate) hub: Arc<Hub>,
+    /// Server-side logic per namespace; the sessions call it.
+    pub(crate) endpoints: Arc<Endpoints>,
     pub(crate) acceptor: Acceptor,
     /// Open WebSocket connections, for `max_connections`.
     pub(crate) connections: Arc<AtomicUsize>,
@@ -61,14 +64,22 @@ impl Server {
         }
         Self {
             hub,
+            endpoints: Arc::default(),
             acceptor: Acceptor::new(ws_config),
             connections: Arc::default(),
         }
     }
 
-    /// The hub, for publishing from Rust and attaching endpoints.
+    /// The hub, for publishing from Rust.
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Attaches `endpoint` to `namespace` (which must exist in the
+    /// configuration): its client publications go to the endpoint, which
+    /// also hears its sessions join and leave.
+    pub fn set_endpoint(&self, namespace: &str, endpoint: Arc<dyn Endpoint>) {
+        self.endpoints.set(namespace, endpoint);
     }
 
     /// The axum router; mount it in a larger app or serve it with
@@ -161,7 +172,10 @@ impl Server {
                 }
             }
         });
-        let demos = hub.config().demos.then(|| crate::demo::start(&hub));
+        let demos = hub
+            .config()
+            .demos
+            .then(|| crate::demo::start(&hub, &self.endpoints));
         let connections = self.connections.clone();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let public_surface = if admin.is_some() {

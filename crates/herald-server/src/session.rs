@@ -5,7 +5,6 @@
 //! `Disconnect` to its own way of saying goodbye (a close code, an HTTP
 //! status, an event).
 
-use std::borrow::Cow;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -15,49 +14,11 @@ use serde::Deserialize;
 use tokio::time::Instant;
 
 use crate::auth;
-use crate::delivery::Item;
+use crate::delivery::{Disconnect, Item};
+use crate::endpoint::Endpoints;
 use crate::endpoint::Session;
 use crate::hub::{Client, Hub};
 use crate::protocol::{self, Error, ErrorCode, Method};
-
-/// Why a session ends, in the protocol's terms; each transport says it
-/// its own way (for WebSocket, `transport::websocket::close_frame`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub(crate) enum Disconnect {
-    /// The client went away or the transport failed: nothing to tell.
-    Gone,
-    /// Something that is not a command, with no id to answer (4101).
-    BadRequest(Cow<'static, str>),
-    /// A missing or invalid token; the reason names the failed check
-    /// (4100).
-    Unauthorized(&'static str),
-    /// No `connect` within the handshake timeout (4004).
-    ConnectTimeout,
-    /// Kept sending after rate-limit errors (4003).
-    RateLimited,
-    /// Its outbox overflowed under the `disconnect` policy (4001).
-    SlowConsumer,
-    /// Its token's `exp` passed without a `refresh` (4005).
-    TokenExpired,
-    /// Disconnected through the HTTP API (4002).
-    Api(String),
-    /// The server is shutting down; come back after `retry_ms` (1001).
-    Shutdown {
-        /// When to come back, in milliseconds.
-        retry_ms: u128,
-    },
-    /// Closed by an endpoint with its own code (4000-4999).
-    Endpoint {
-        /// The application's code.
-        code: u16,
-        /// Why.
-        reason: String,
-    },
-    /// A failure on our side: a panic, or a token key that did not load
-    /// (1011).
-    Internal(&'static str),
-}
 
 /// A connected client: its registration in the hub, its token's expiry,
 /// its command rate. Dropping it is the session's end (a guard, so that
@@ -66,6 +27,7 @@ pub(crate) enum Disconnect {
 /// `on_close`.
 pub(crate) struct ClientSession {
     hub: Arc<Hub>,
+    endpoints: Arc<Endpoints>,
     client: Arc<Client>,
     expiry: auth::Expiry,
     limiter: RateLimiter,
@@ -82,7 +44,11 @@ impl std::fmt::Debug for ClientSession {
 impl ClientSession {
     /// Handles the first command, which must be `connect`: checks the
     /// token, registers the client and queues the reply.
-    pub(crate) fn connect(hub: &Arc<Hub>, text: &str) -> Result<Self, Disconnect> {
+    pub(crate) fn connect(
+        hub: &Arc<Hub>,
+        endpoints: &Arc<Endpoints>,
+        text: &str,
+    ) -> Result<Self, Disconnect> {
         let command: protocol::Command = serde_json::from_str(text)
             .map_err(|e| Disconnect::BadRequest(protocol::parse_error_message(&e).into()))?;
         let Method::Connect(params) = command.method else {
@@ -126,6 +92,7 @@ impl ClientSession {
         push_reply(&client, protocol::reply(command.id, &result));
         Ok(Self {
             hub: hub.clone(),
+            endpoints: endpoints.clone(),
             limiter: RateLimiter::new(hub.config().max_commands_per_second),
             client,
             expiry,
@@ -158,9 +125,15 @@ impl ClientSession {
             }
             return Ok(());
         }
-        handle(&self.hub, &self.client, &mut self.expiry, text)
-            .await
-            .map_err(|reason| Disconnect::BadRequest(reason.into()))
+        handle(
+            &self.hub,
+            &self.endpoints,
+            &self.client,
+            &mut self.expiry,
+            text,
+        )
+        .await
+        .map_err(|reason| Disconnect::BadRequest(reason.into()))
     }
 
     /// Ready when the session must end for a reason of the server's: a
@@ -187,7 +160,8 @@ impl ClientSession {
 impl Drop for ClientSession {
     fn drop(&mut self) {
         let client = &self.client;
-        for (ns, endpoint) in self.hub.unregister(client) {
+        let left = self.hub.unregister(client);
+        for (ns, endpoint) in self.endpoints.for_channels(&self.hub, &left) {
             let session = Session::new(client.clone());
             // This may run while unwinding, where a second panic would
             // abort the process: an endpoint's panic stops here.
@@ -243,6 +217,7 @@ fn command_id(text: &str) -> Option<u32> {
 /// id to answer) ends the session with the reason.
 pub(crate) async fn handle(
     hub: &Arc<Hub>,
+    endpoints: &Endpoints,
     client: &Arc<Client>,
     expiry: &mut auth::Expiry,
     text: &str,
@@ -274,7 +249,7 @@ pub(crate) async fn handle(
         Method::Subscribe(params) => match hub.subscribe(client, id, &params).await {
             // Once per client and namespace, however many channels.
             Ok(true) => {
-                if let Some((ns, endpoint)) = hub.endpoint_for(&params.channel) {
+                if let Some((ns, endpoint)) = endpoints.for_channel(hub, &params.channel) {
                     endpoint.on_open(hub, &Session::new(client.clone()), &ns);
                 }
             }
@@ -284,7 +259,7 @@ pub(crate) async fn handle(
         Method::Unsubscribe(params) => {
             let result = hub.unsubscribe(client, &params.channel);
             if result == Ok(true)
-                && let Some((ns, endpoint)) = hub.endpoint_for(&params.channel)
+                && let Some((ns, endpoint)) = endpoints.for_channel(hub, &params.channel)
             {
                 endpoint.on_close(hub, &Session::new(client.clone()), &ns);
             }
@@ -295,7 +270,7 @@ pub(crate) async fn handle(
             );
         }
         Method::Publish(params) => reply(
-            publish(hub, client, params)
+            publish(hub, endpoints, client, params)
                 .await
                 .map(|v| protocol::reply(id, &v)),
         ),
@@ -364,6 +339,7 @@ fn refresh(
 
 async fn publish(
     hub: &Arc<Hub>,
+    endpoints: &Endpoints,
     client: &Arc<Client>,
     params: protocol::PublishParams,
 ) -> Result<serde_json::Value, Error> {
@@ -377,7 +353,7 @@ async fn publish(
     // An endpoint owns its namespace's client publications: it decides
     // what, if anything, is broadcast. The limits hold for what it is
     // handed too.
-    if let Some((_, endpoint)) = hub.endpoint_for(&params.channel) {
+    if let Some((_, endpoint)) = endpoints.for_channel(hub, &params.channel) {
         crate::limits::check_data(&params.data, hub.config())?;
         endpoint.on_message(
             hub,

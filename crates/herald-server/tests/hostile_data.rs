@@ -115,7 +115,7 @@ async fn one_size_limit_for_api_clients_and_endpoints() {
     let server = TestServer::start(cfg).await;
     let calls = Arc::new(AtomicUsize::new(0));
     server
-        .hub()
+        .server()
         .set_endpoint("echo", Arc::new(Counting(calls.clone())));
     let big = format!(r#""{}""#, "x".repeat(1000)); // 1002 bytes of JSON
     let fits = format!(r#""{}""#, "x".repeat(998)); // 1000 bytes

@@ -41,7 +41,7 @@ async fn a_panicking_session_closes_with_1011_and_leaves_no_ghost() {
         }),
     );
     let server = TestServer::start(cfg).await;
-    server.hub().set_endpoint("faulty", Arc::new(Faulty));
+    server.server().set_endpoint("faulty", Arc::new(Faulty));
     for round in 0..2 {
         let mut c = server.named(&format!("victim{round}")).await;
         c.subscribe("faulty:room").await;

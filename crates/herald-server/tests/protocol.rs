@@ -779,7 +779,7 @@ async fn publish_into_an_endpoint_namespace_goes_to_its_logic() {
         }),
     );
     let server = TestServer::start(config).await;
-    server.hub().set_endpoint("shout", Arc::new(Shout));
+    server.server().set_endpoint("shout", Arc::new(Shout));
     let mut c = server.named("C").await;
     c.subscribe("shout:room").await;
     assert_eq!(

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
+use crate::delivery::Disconnect;
 use crate::hub::Hub;
-use crate::session::Disconnect;
 
 /// Tells every client to go, spread over the drain window.
 pub(crate) async fn drain(hub: &Arc<Hub>) {

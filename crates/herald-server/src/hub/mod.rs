@@ -20,11 +20,10 @@ use serde_json::value::RawValue;
 
 use crate::broker::{self, Broker, MemoryBroker, Retention, Since};
 use crate::config::{NamespaceConfig, QueuePolicy, ServerConfig};
+use crate::delivery::Disconnect;
 use crate::delivery::{Item, Outbox, prepared};
-use crate::endpoint::Endpoint;
 use crate::metrics::Metrics;
 use crate::protocol::{self, ClientInfo, Error, ErrorCode, Publication};
-use crate::session::Disconnect;
 
 mod local;
 
@@ -106,19 +105,12 @@ pub struct Hub {
     clients: Mutex<HashMap<u64, Arc<Client>>>,
     next_client: AtomicU64,
     metrics: Arc<Metrics>,
-    endpoints: std::sync::RwLock<HashMap<String, Arc<dyn Endpoint>>>,
     /// Set by shutdown: connections registered from now on are told to go
     /// at once.
     draining: std::sync::atomic::AtomicBool,
     /// The token verifier built from the configuration once (`None`: dev
     /// mode); `Err` (a key that would not load) refuses every token.
     tokens: Result<Option<crate::auth::TokenVerifier>, String>,
-}
-
-impl std::fmt::Debug for dyn Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Endpoint")
-    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -158,7 +150,6 @@ impl Hub {
             clients: Mutex::default(),
             next_client: AtomicU64::new(1),
             metrics,
-            endpoints: Default::default(),
             draining: Default::default(),
             tokens: crate::auth::TokenVerifier::from_config(&config),
             config,
@@ -178,24 +169,8 @@ impl Hub {
         self.clients()
     }
 
-    /// Attaches `endpoint` to `namespace` (which must exist in the
-    /// configuration): its client publications go to the endpoint.
-    pub fn set_endpoint(&self, namespace: &str, endpoint: Arc<dyn Endpoint>) {
-        self.endpoints
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(namespace.to_owned(), endpoint);
-    }
-
-    /// The endpoint owning `channel`'s namespace, with the namespace name.
-    pub(crate) fn endpoint_for(&self, channel: &str) -> Option<(String, Arc<dyn Endpoint>)> {
-        let (ns, _) = self.config.namespace_of(channel)?;
-        let endpoints = self.endpoints.read().unwrap_or_else(|p| p.into_inner());
-        endpoints.get(ns).map(|e| (ns.to_owned(), e.clone()))
-    }
-
-    /// Sessions on this node subscribed to any channel of `namespace`.
-    pub fn sessions(&self, namespace: &str) -> Vec<crate::endpoint::Session> {
+    /// Clients on this node subscribed to any channel of `namespace`.
+    pub(crate) fn clients_in(&self, namespace: &str) -> Vec<Arc<Client>> {
         let channels = lock(&self.fanout.channels);
         let mut seen = std::collections::HashSet::new();
         channels
@@ -208,7 +183,7 @@ impl Hub {
             })
             .flat_map(|(_, ch)| ch.subscribers.values())
             .filter(|s| seen.insert(s.client.id))
-            .map(|s| crate::endpoint::Session::new(s.client.clone()))
+            .map(|s| s.client.clone())
             .collect()
     }
 
@@ -258,9 +233,8 @@ impl Hub {
     }
 
     /// Removes a connection from every channel (leave pushes go out) and
-    /// from the hub. Returns the namespaces it had joined that have an
-    /// endpoint.
-    pub(crate) fn unregister(&self, client: &Client) -> Vec<(String, Arc<dyn Endpoint>)> {
+    /// from the hub. Returns the channels it was subscribed to.
+    pub(crate) fn unregister(&self, client: &Client) -> Vec<Arc<str>> {
         lock(&self.clients).remove(&client.id);
         let names: Vec<Arc<str>> = lock(&client.channels).clone();
         let mut emptied = Vec::new();
@@ -273,15 +247,7 @@ impl Hub {
             }
         }
         self.left(&names, &emptied, client);
-        let mut joined: Vec<(String, Arc<dyn Endpoint>)> = Vec::new();
-        for name in &names {
-            if let Some((ns, e)) = self.endpoint_for(name)
-                && !joined.iter().any(|(n, _)| *n == ns)
-            {
-                joined.push((ns, e));
-            }
-        }
-        joined
+        names
     }
 
     /// Tells the broker what `client` leaving `names` changed: presence,
@@ -925,8 +891,8 @@ mod tests {
         // Leaving one of two: not yet; the last: on_close is due.
         assert_eq!(hub.unsubscribe(&a, "game:one"), Ok(false));
         assert_eq!(hub.unsubscribe(&a, "game:two"), Ok(true));
-        // Disconnecting reports only namespaces still joined (and with an endpoint).
-        assert!(hub.unregister(&a).is_empty());
+        // Disconnecting reports the channels still joined.
+        assert_eq!(hub.unregister(&a), [Arc::<str>::from("chat:x")]);
     }
 
     #[tokio::test]

@@ -24,11 +24,13 @@ use herald::{CloseCode, Message, Reject, Upgrade};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
+use crate::delivery::Disconnect;
+use crate::endpoint::Endpoints;
 use crate::http::api::origin_allowed;
 use crate::hub::Hub;
 use crate::protocol::close;
 use crate::server::Server;
-use crate::session::{ClientSession, Disconnect, panic_message};
+use crate::session::{ClientSession, panic_message};
 
 /// Outbox items moved into the socket per wakeup.
 const BATCH: usize = 64;
@@ -37,6 +39,7 @@ const BATCH: usize = 64;
 /// (Origin, capacity), then a task per connection running [`run`].
 pub(crate) async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
     let hub = server.hub.clone();
+    let endpoints = server.endpoints.clone();
     let max = hub.config().max_connections;
     let connections = server.connections.clone();
     let hook = |r: &herald::Request| check(&hub, &connections, max, r);
@@ -58,7 +61,7 @@ pub(crate) async fn upgrade(State(server): State<Server>, mut req: Request) -> R
         // Held to the task's end, however it ends.
         let _slot = slot;
         if let Ok(ws) = upgrading.await {
-            run(hub, ws, high_water).await;
+            run(hub, endpoints, ws, high_water).await;
         }
     });
     response.into_response()
@@ -118,7 +121,13 @@ pub(crate) async fn direct(
         Err(_) => return None,
     };
     let _slot = Slot::take(&server.connections);
-    run(hub, ws, server.acceptor.config().write_high_water).await;
+    run(
+        hub,
+        server.endpoints.clone(),
+        ws,
+        server.acceptor.config().write_high_water,
+    )
+    .await;
     None
 }
 
@@ -211,13 +220,17 @@ impl Drop for Open {
 /// endpoint it calls) closes the connection with 1011, is logged once and
 /// counted; the session's cleanup runs as on any other exit (it is the
 /// session's `Drop`).
-pub(crate) async fn run<S>(hub: Arc<Hub>, mut ws: herald::WebSocket<S>, high_water: usize)
-where
+pub(crate) async fn run<S>(
+    hub: Arc<Hub>,
+    endpoints: Arc<Endpoints>,
+    mut ws: herald::WebSocket<S>,
+    high_water: usize,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let _open = Open::new(&hub);
     let mut who = None;
-    let pump = AssertUnwindSafe(pump(&hub, &mut ws, high_water, &mut who));
+    let pump = AssertUnwindSafe(pump(&hub, &endpoints, &mut ws, high_water, &mut who));
     let end = match pump.catch_unwind().await {
         Ok(end) => end,
         Err(panic) => {
@@ -247,6 +260,7 @@ where
 /// also when it unwinds.
 async fn pump<S>(
     hub: &Arc<Hub>,
+    endpoints: &Arc<Endpoints>,
     ws: &mut herald::WebSocket<S>,
     high_water: usize,
     who: &mut Option<String>,
@@ -261,7 +275,7 @@ where
         Ok(_) => return Disconnect::Gone,
     };
     hub.metrics().message_in(first.len());
-    let mut session = match ClientSession::connect(hub, &first) {
+    let mut session = match ClientSession::connect(hub, endpoints, &first) {
         Ok(session) => session,
         Err(d) => return d,
     };

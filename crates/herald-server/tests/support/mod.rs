@@ -67,6 +67,7 @@ pub fn small_queue(queue_size: usize, policy: QueuePolicy) -> NamespaceConfig {
 pub struct TestServer {
     pub addr: SocketAddr,
     hub: Arc<Hub>,
+    server: Server,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
@@ -79,12 +80,13 @@ impl TestServer {
         let server = Server::new(config);
         let hub = server.hub().clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve(listener, async move {
+        let task = tokio::spawn(server.clone().serve(listener, async move {
             let _ = rx.await;
         }));
         Self {
             addr,
             hub,
+            server,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -97,6 +99,11 @@ impl TestServer {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// The server (for what is not the hub's: endpoints).
+    pub fn server(&self) -> &Server {
+        &self.server
     }
 
     /// Completes the shutdown future given to `serve`.
