@@ -6,8 +6,11 @@
 //!        |  WebSocket, JSON             |  POST /api/publish {channel, data}
 //!        v  /connection/websocket       v  (Authorization: apikey ...)
 //!   session (one task each) <----> Hub <---- endpoint logic (Rust, in process)
-//!     outbox: bounded queue,        channels: epoch, offsets,
-//!     slow-consumer policy          history (size, TTL), presence
+//!     outbox: bounded queue,        this node's subscribers
+//!     slow-consumer policy           |  ^ every publication: broker.publish,
+//!                                    v  |   then delivered back for fan-out
+//!                                   Broker (in memory by default): epochs,
+//!                                   offsets, history (size, TTL), presence
 //! ```
 //!
 //! - **Channels** are multiplexed over one connection; a channel's
@@ -20,6 +23,10 @@
 //! - **One serialization per publication**, shared by all subscribers,
 //!   and with permessage-deflate one compression too (`deflate =
 //!   "shared"`: no context takeover, no zlib state per connection).
+//! - **One path per publication** through a broker seam (`broker/`):
+//!   the broker assigns offsets and keeps history and presence, then
+//!   hands publications back to each node's hub for fan-out. In memory
+//!   today; a network broker (Redis) plugs in behind the same trait.
 //! - **Sessions know no socket**: `session.rs` handles commands and ends
 //!   with a typed `Disconnect`; `transport/websocket.rs` pumps frames
 //!   and turns that into a close code, so HTTP transports can sit beside
@@ -40,8 +47,8 @@
 //!
 //! # Non-features (yet)
 //!
-//! Fallback transports (SSE, long polling) and scale-out through a broker
-//! (Redis, NATS) are planned; today one process holds all state in memory.
+//! Fallback transports (SSE, long polling) and a network broker (Redis)
+//! are planned; today one process holds all state in memory.
 
 mod auth;
 mod broker;

@@ -278,7 +278,7 @@ impl Hub {
         self.publish_checked(channel, data, info).await
     }
 
-    /// [`Hub::publish`] for code that cannot wait (an [`Endpoint`]
+    /// [`Hub::publish`] for code that cannot wait (an [`Endpoint`](crate::Endpoint)
     /// callback, a timer): `Some` with the result when the broker answered
     /// within the call, as the in-memory broker always does; `None` when
     /// the publication is still on its way (a network broker), in which
