@@ -138,6 +138,10 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers), in bytes; a larger
     /// one is answered 431. Default 16 KiB.
     pub http_max_header_size: usize,
+    /// Time a response write may wait for the peer to read; a connection
+    /// whose peer stops reading is closed after it. Default 30 s.
+    #[serde(with = "secs")]
+    pub http_write_timeout: Duration,
     /// Secret that signs the session tokens of the HTTP transports (a
     /// stream's `session`, a poller's `client`). Nodes that share it accept
     /// each other's tokens; unset (default): a random secret per process,
@@ -301,6 +305,7 @@ impl Default for ServerConfig {
             drain: Duration::from_secs(5),
             join_leave_interval: Duration::from_secs(1),
             transport_secret: None,
+            http_write_timeout: Duration::from_secs(30),
             max_name_size: 256,
             http_keepalive: Duration::from_secs(15),
             max_commands_per_post: 64,

@@ -221,3 +221,45 @@ crate::on_1_and_2_threads!(
     a_kept_alive_connection_gets_the_idle_timeout,
     a_head_over_the_cap_is_refused_with_431,
 );
+
+#[tokio::test]
+async fn a_peer_that_stops_reading_a_response_is_let_go() {
+    let mut c = config();
+    c.http_write_timeout = Duration::from_millis(500);
+    c.namespaces.insert(
+        "big".into(),
+        namespace(|ns| {
+            ns.history_size = 200;
+        }),
+    );
+    let server = TestServer::start(c).await;
+    // A history response of ~10 MB: far more than the socket buffers.
+    let chunk = "x".repeat(60_000);
+    for _ in 0..200 {
+        server.api_publish("big:h", json!(chunk)).await;
+    }
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let request = format!(
+        "GET /api/history/big:h HTTP/1.1\r\nHost: {}\r\n\r\n",
+        server.addr
+    );
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    // Not reading, well past the write timeout...
+    tokio::time::sleep(Duration::from_millis(2_000)).await;
+    // ...then reading: what was buffered arrives, then the end, short of
+    // the whole body.
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    let ended = within("the stalled response to be cut", async {
+        loop {
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    let () = ended;
+    assert!(got < 200 * 60_000, "the whole body arrived: {got} bytes");
+    server.stop().await;
+}

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use super::Limits;
 use super::body::TimeoutBody;
+use super::stall::WriteDeadline;
 use super::timer::HeadTimer;
 
 /// hyper's smallest allowed read buffer.
@@ -45,7 +46,10 @@ pub(super) async fn serve_connection<S>(
         .header_read_timeout(limits.header_timeout)
         .max_header_size(limits.max_header_size)
         .max_buf_size(limits.max_header_size.max(MIN_BUF_SIZE))
-        .serve_connection(TokioIo::new(io), service)
+        .serve_connection(
+            TokioIo::new(WriteDeadline::new(io, limits.write_timeout)),
+            service,
+        )
         .with_upgrades();
     tokio::pin!(conn);
     let result = tokio::select! {

@@ -25,6 +25,7 @@ mod body;
 mod conn;
 pub(crate) mod drain;
 mod listener;
+mod stall;
 mod timer;
 
 use std::time::Duration;
@@ -46,6 +47,8 @@ pub(crate) struct Limits {
     pub(crate) body_timeout: Duration,
     /// Largest request head, in bytes.
     pub(crate) max_header_size: usize,
+    /// Bounds each write's wait for the peer to read.
+    pub(crate) write_timeout: Duration,
 }
 
 impl From<&ServerConfig> for Limits {
@@ -55,6 +58,7 @@ impl From<&ServerConfig> for Limits {
             idle_timeout: config.http_idle_timeout,
             body_timeout: config.http_body_timeout,
             max_header_size: config.http_max_header_size,
+            write_timeout: config.http_write_timeout,
         }
     }
 }
