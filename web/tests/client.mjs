@@ -127,6 +127,9 @@ function setup(options = {}) {
     minReconnectDelay: 20,
     maxReconnectDelay: 200,
     WebSocket: server.WebSocket,
+    // The fallbacks would reach for the network: this fake speaks WebSocket only.
+    transports: ["websocket"],
+    storage: null,
     ...options,
   });
   const events = [];
