@@ -661,7 +661,9 @@ export class Herald {
    */
   constructor(url, options = {}) {
     this.url = url;
-    this.options = { ...DEFAULTS, ...options };
+    // An option given as undefined keeps its default.
+    this.options = { ...DEFAULTS };
+    for (const [key, value] of Object.entries(options)) if (value !== undefined) this.options[key] = value;
     /** "disconnected" | "connecting" | "connected" */
     this.state = "disconnected";
     /** This connection's client id (from the connect result), or null. @type {string | null} */
