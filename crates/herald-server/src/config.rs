@@ -135,6 +135,26 @@ pub struct ServerConfig {
     /// Largest request head (request line and headers), in bytes; a larger
     /// one is answered 431. Default 16 KiB.
     pub http_max_header_size: usize,
+    /// Secret that signs the session tokens of the HTTP transports (a
+    /// stream's `session`, a poller's `client`). Nodes that share it accept
+    /// each other's tokens; unset (default): a random secret per process,
+    /// so a token from another process is refused (403).
+    pub transport_secret: Option<String>,
+    /// An idle stream (HTTP streaming, SSE) gets a keepalive line this
+    /// often, so that proxies do not cut it. Default 15 s.
+    #[serde(with = "secs")]
+    pub http_keepalive: Duration,
+    /// Most commands in one `POST /connection/send` or one poll; also the
+    /// commands a stream session may have waiting. Default 64.
+    pub max_commands_per_post: usize,
+    /// Longest a long poll is held when there is nothing to deliver; a
+    /// poll's `wait` is cut to this. Default 25 s.
+    #[serde(with = "secs")]
+    pub poll_max_wait: Duration,
+    /// A poller stays present (presence, join/leave) this long after its
+    /// last poll ended, then leaves. Default 30 s.
+    #[serde(with = "secs")]
+    pub poll_presence_grace: Duration,
     /// Channel namespaces by name: the part of a channel name before `:`.
     /// The namespace `""` holds channels without a colon.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
@@ -282,6 +302,11 @@ impl Default for ServerConfig {
             pong_timeout: Duration::from_secs(20),
             drain: Duration::from_secs(5),
             join_leave_interval: Duration::from_secs(1),
+            transport_secret: None,
+            http_keepalive: Duration::from_secs(15),
+            max_commands_per_post: 64,
+            poll_max_wait: Duration::from_secs(25),
+            poll_presence_grace: Duration::from_secs(30),
             demos: true,
             admin_listen: None,
             tls_cert: None,

@@ -10,7 +10,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use herald::{Acceptor, Config};
 use tokio::net::TcpListener;
 
@@ -30,6 +30,8 @@ pub struct Server {
     pub(crate) hub: Arc<Hub>,
     /// Server-side logic per namespace; the sessions call it.
     pub(crate) endpoints: Arc<Endpoints>,
+    /// The HTTP transports' streams, pollers and session tokens.
+    pub(crate) sessions: Arc<crate::transport::Sessions>,
     pub(crate) acceptor: Acceptor,
     /// Open WebSocket connections, for `max_connections`.
     pub(crate) connections: Arc<AtomicUsize>,
@@ -63,6 +65,7 @@ impl Server {
             tracing::error!("connection tokens: {e}; every connect is refused");
         }
         Self {
+            sessions: Arc::new(crate::transport::Sessions::new(hub.config())),
             hub,
             endpoints: Arc::default(),
             acceptor: Acceptor::new(ws_config),
@@ -101,7 +104,14 @@ impl Server {
         if surface != Surface::Admin {
             router = router
                 .route("/herald.js", get(herald_js))
-                .route(WEBSOCKET_PATH, get(crate::transport::websocket::upgrade));
+                .route(WEBSOCKET_PATH, get(crate::transport::websocket::upgrade))
+                .route(
+                    "/connection/stream",
+                    post(crate::transport::stream::open_ndjson),
+                )
+                .route("/connection/sse", get(crate::transport::sse::get))
+                .route("/connection/send", post(crate::transport::stream::send))
+                .route("/connection/poll", post(crate::transport::poll::poll));
         }
         // On both listeners: a load balancer probes the public one, an
         // orchestrator the admin one.
@@ -162,13 +172,16 @@ impl Server {
                 }
             }
         });
+        // Presence batches, and pollers whose grace has passed.
         let presence = tokio::spawn({
             let hub = hub.clone();
+            let sessions = self.sessions.clone();
             async move {
                 let mut tick = tokio::time::interval(hub.config().join_leave_interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
+                    sessions.pollers.sweep(&hub);
                     hub.flush_presence();
                 }
             }

@@ -20,6 +20,18 @@ use crate::endpoint::Session;
 use crate::hub::{Client, Hub};
 use crate::protocol::{self, Error, ErrorCode, Method};
 
+/// How a session opens, beyond `connect` itself.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Opening<'a> {
+    /// For a transport whose later requests must find this session: this
+    /// node's tokens and the session's id; the reply gets a signed
+    /// `session` token.
+    pub(crate) session: Option<(&'a crate::transport::token::Tokens, u64)>,
+    /// A poll's reader: not announced, no presence, no endpoint calls
+    /// (see `hub::Client::silent`).
+    pub(crate) silent: bool,
+}
+
 /// A connected client: its registration in the hub, its token's expiry,
 /// its command rate. Dropping it is the session's end (a guard, so that
 /// it runs on every exit path, a panic included): the client leaves every
@@ -49,6 +61,17 @@ impl ClientSession {
         endpoints: &Arc<Endpoints>,
         text: &str,
     ) -> Result<Self, Disconnect> {
+        Self::open(hub, endpoints, text, Opening::default())
+    }
+
+    /// [`ClientSession::connect`] with the HTTP transports' options.
+    pub(crate) fn open(
+        hub: &Arc<Hub>,
+        endpoints: &Arc<Endpoints>,
+        text: &str,
+        opening: Opening<'_>,
+    ) -> Result<Self, Disconnect> {
+        let Opening { session, silent } = opening;
         let command: protocol::Command = serde_json::from_str(text)
             .map_err(|e| Disconnect::BadRequest(protocol::parse_error_message(&e).into()))?;
         let Method::Connect(params) = command.method else {
@@ -77,7 +100,7 @@ impl ClientSession {
                 return Err(Disconnect::Internal("token verification unavailable"));
             }
         };
-        let client = hub.register(user, name, allowed);
+        let client = hub.register_as(user, name, allowed, silent);
         let mut result = serde_json::json!({
             "client": client.info.client,
             "version": env!("CARGO_PKG_VERSION"),
@@ -88,6 +111,9 @@ impl ClientSession {
             let ttl = expiry.set(Some(exp), verifier.leeway(), auth::unix_now());
             result["expires"] = exp.into();
             result["ttl"] = ttl.into();
+        }
+        if let Some((tokens, sid)) = session {
+            result["session"] = tokens.sign("stream", sid, &client.info.user).into();
         }
         push_reply(&client, protocol::reply(command.id, &result));
         Ok(Self {
@@ -161,6 +187,9 @@ impl Drop for ClientSession {
     fn drop(&mut self) {
         let client = &self.client;
         let left = self.hub.unregister(client);
+        if client.silent {
+            return;
+        }
         for (ns, endpoint) in self.endpoints.for_channels(&self.hub, &left) {
             let session = Session::new(client.clone());
             // This may run while unwinding, where a second panic would

@@ -193,35 +193,45 @@ impl FromRequest<Server> for JsonBody {
             ));
         }
         let limit = server.hub.config().api_max_body_size;
-        let too_large = || {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::LimitExceeded,
-                format!("body larger than {limit} bytes (api_max_body_size)"),
-            )
-        };
-        let declared = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(too_large());
-        }
-        match axum::body::to_bytes(req.into_body(), limit).await {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(e) if caused_by::<http_body_util::LengthLimitError>(&e) => Err(too_large()),
-            Err(e) if caused_by::<crate::http::BodyTimeout>(&e) => Err(ApiError::new(
-                StatusCode::REQUEST_TIMEOUT,
-                ErrorCode::BadRequest,
-                "the request body did not arrive in time (http_body_timeout)",
-            )),
-            Err(_) => Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                ErrorCode::BadRequest,
-                "could not read the request body",
-            )),
-        }
+        read_body(req, limit, "api_max_body_size").await.map(Self)
+    }
+}
+
+/// Reads a request body of at most `limit` bytes (the setting named
+/// `setting`): 413 past it, 408 when it does not arrive in time.
+pub(crate) async fn read_body(
+    req: Request,
+    limit: usize,
+    setting: &str,
+) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::LimitExceeded,
+            format!("body larger than {limit} bytes ({setting})"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if caused_by::<http_body_util::LengthLimitError>(&e) => Err(too_large()),
+        Err(e) if caused_by::<crate::http::BodyTimeout>(&e) => Err(ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorCode::BadRequest,
+            "the request body did not arrive in time (http_body_timeout)",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::BadRequest,
+            "could not read the request body",
+        )),
     }
 }
 

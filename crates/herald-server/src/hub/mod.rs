@@ -42,6 +42,10 @@ pub(crate) struct Client {
     /// Set to close the connection with (code, reason): API disconnect,
     /// shutdown.
     pub(crate) kick: Mutex<Option<Disconnect>>,
+    /// A client that is not announced: no join or leave pushes, no
+    /// presence (a poll's short-lived reader; pollers are present through
+    /// their lease instead, see `Hub::lease_join`).
+    pub(crate) silent: bool,
     /// The channels this client is subscribed to. Changed only under the
     /// hub's channel lock; kept here so that per-client questions (how
     /// many, which namespaces) do not scan every channel.
@@ -211,6 +215,17 @@ impl Hub {
         name: Option<String>,
         allowed: Option<Vec<String>>,
     ) -> Arc<Client> {
+        self.register_as(user, name, allowed, false)
+    }
+
+    /// [`Hub::register`], `silent` or not (see [`Client::silent`]).
+    pub(crate) fn register_as(
+        &self,
+        user: String,
+        name: Option<String>,
+        allowed: Option<Vec<String>>,
+        silent: bool,
+    ) -> Arc<Client> {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client {
             id,
@@ -222,6 +237,7 @@ impl Hub {
             outbox: Arc::default(),
             allowed,
             kick: Mutex::new(None),
+            silent,
             channels: Mutex::default(),
         });
         lock(&self.clients).insert(id, client.clone());
@@ -255,7 +271,7 @@ impl Hub {
     /// subscriber of (`emptied`). Called without the hub's lock, which
     /// the broker's delivery takes.
     fn left(&self, names: &[Arc<str>], emptied: &[Arc<str>], client: &Client) {
-        for name in names {
+        for name in names.iter().filter(|_| !client.silent) {
             if self.namespace(name).is_ok_and(|ns| ns.presence) {
                 self.broker.leave(name, &client.info.client);
             }
@@ -401,7 +417,7 @@ impl Hub {
             return Err(ErrorCode::Internal);
         }
         // Announced while the subscriber still buffers: not to itself.
-        if ns.join_leave {
+        if ns.join_leave && !client.silent {
             self.announce(ch, ns, dirty, Presence::Join, &client.info);
         }
         let buffered = ch
@@ -444,7 +460,7 @@ impl Hub {
             }
         }
         drop(channels);
-        if ns.presence {
+        if ns.presence && !client.silent {
             self.broker.join(channel, &client.info);
         }
         self.metrics.subscriptions(1);
@@ -502,6 +518,7 @@ impl Hub {
             self.metrics.subscriptions(-1);
             if let Ok(ns) = self.namespace(channel)
                 && ns.join_leave
+                && !client.silent
             {
                 self.announce(ch, ns, dirty, Presence::Leave, &client.info);
             }
@@ -539,6 +556,37 @@ impl Hub {
         match what {
             Presence::Join => diff.joins.push(info.clone()),
             Presence::Leave => diff.leaves.push(info.clone()),
+        }
+    }
+
+    /// `info` is present in `channel` without a connection subscribed
+    /// here (a poller, between its polls): presence, and a join push
+    /// where the namespace has them.
+    pub(crate) fn lease_join(&self, channel: &str, info: &Arc<ClientInfo>) {
+        self.lease(channel, info, Presence::Join);
+    }
+
+    /// The end of a [`Hub::lease_join`]: gone from presence, a leave push.
+    pub(crate) fn lease_leave(&self, channel: &str, info: &Arc<ClientInfo>) {
+        self.lease(channel, info, Presence::Leave);
+    }
+
+    fn lease(&self, channel: &str, info: &Arc<ClientInfo>, what: Presence) {
+        let Ok(ns) = self.namespace(channel) else {
+            return;
+        };
+        if ns.join_leave {
+            let mut channels = lock(&self.fanout.channels);
+            let Channels { map, dirty } = &mut *channels;
+            if let Some(ch) = map.get_mut(channel) {
+                self.announce(ch, ns, dirty, what, info);
+            }
+        }
+        if ns.presence {
+            match what {
+                Presence::Join => self.broker.join(channel, info),
+                Presence::Leave => self.broker.leave(channel, &info.client),
+            }
         }
     }
 

@@ -152,10 +152,10 @@ fn check(
 
 /// One place under `max_connections`, given back when dropped: on every
 /// exit of the connection's task, a panic included.
-struct Slot(Arc<AtomicUsize>);
+pub(crate) struct Slot(Arc<AtomicUsize>);
 
 impl Slot {
-    fn take(count: &Arc<AtomicUsize>) -> Self {
+    pub(crate) fn take(count: &Arc<AtomicUsize>) -> Self {
         count.fetch_add(1, Ordering::Relaxed);
         Self(count.clone())
     }
@@ -201,10 +201,10 @@ fn close_reason(reason: &str) -> &str {
 }
 
 /// The gauge of open connections, down again on every exit.
-struct Open(Arc<Hub>);
+pub(crate) struct Open(Arc<Hub>);
 
 impl Open {
-    fn new(hub: &Arc<Hub>) -> Self {
+    pub(crate) fn new(hub: &Arc<Hub>) -> Self {
         hub.metrics().connection_opened();
         Self(hub.clone())
     }
