@@ -142,7 +142,8 @@ function recovery(transport) {
     await subscribed(page, 1);
     for (const n of [1, 2]) await api("/api/publish", { channel, data: { n } });
     await page.waitForFunction(() => t.pubs.length === 2);
-    const cut = proxy.outage(800);
+    // Longer than a poll's interval, so a poll meets it.
+    const cut = proxy.outage(transport === "poll" ? 2500 : 800);
     for (const n of [3, 4, 5]) await api("/api/publish", { channel, data: { n } });
     await subscribed(page, 2);
     await api("/api/publish", { channel, data: { n: 6 } });
@@ -192,7 +193,7 @@ function qrLogin(transport) {
 
       // The blip: the desktop's push connection is cut and cannot come back
       // for a while; the phone confirms meanwhile.
-      px.outage(1500);
+      px.outage(transport === "poll" ? 2500 : 1500);
       await desk.waitForFunction(() => window.demo.client.state !== "connected", null, { timeout: 5000 });
       await phone.fill("#user", `alice-${transport}`);
       await phone.click("#confirm");
