@@ -275,7 +275,21 @@ const checks = {
     const offsets = await bob.$$eval('#messages [data-testid="message"]', (l) => l.map((li) => Number(li.dataset.offset)));
     assertEq(offsets, [1, 2, 3, 4, 5, 6], "offsets");
     await alice.locator('#presence [data-name="Bob"]').waitFor();
-    return { bob: got };
+    if (!proxy) return { bob: got };
+
+    // WebSocket blocked: both on a fallback; an outage of the push
+    // connections loses nothing and repeats nothing.
+    const transports = await Promise.all([alice, bob].map((p) => p.evaluate(() => demo.client.transport)));
+    assert(transports.every((t) => t && t !== "websocket"), `transports: ${transports}`);
+    proxy.outage(800);
+    const during = ["during the outage 1", "during the outage 2"];
+    for (const text of during) await api("/api/publish", { channel: `chat:${room}`, data: { text } });
+    for (const p of [alice, bob]) await waitMessage(p, during[1]);
+    await send(alice, "after the outage");
+    await waitMessage(bob, "after the outage");
+    await sleep(200);
+    assertEq(await texts(bob), [...got, ...during, "after the outage"], "Bob's messages after the outage (each once)");
+    return { bob: got, transports };
   },
 
   // Prices move with no user action; a backend's publication through the
@@ -308,7 +322,19 @@ const checks = {
       change: tr.querySelector(".change").className,
     }));
     assertEq(backend, { price: "42.50", change: "change down" }, "BACKEND row");
-    return { acme_updates: updates, acme_prices: prices.size };
+    if (!proxy) return { acme_updates: updates, acme_prices: prices.size };
+
+    const transport = await page.evaluate(() => demo.client.transport);
+    assert(transport !== "websocket", `transport: ${transport}`);
+    const updated = async () => Number(await page.$eval("#row-BACKEND", (tr) => tr.dataset.updates));
+    const before = await updated();
+    proxy.outage(800);
+    const note2 = `during the outage ${run}`;
+    await api("/api/publish", { channel: "quotes:BACKEND", data: { price: 43, change: 0.5, text: note2 } });
+    await page.locator("#backend-last", { hasText: note2 }).waitFor();
+    await sleep(200);
+    assertEq(await updated(), before + 1, "BACKEND updates: the one during the outage, once");
+    return { acme_updates: updates, acme_prices: prices.size, transport };
   },
 
   // Two players: monsters move by server logic; one player's arrow key is
@@ -355,7 +381,18 @@ const checks = {
     await p2.click("#up");
     await p1.waitForFunction(([sel, y]) => Number(document.querySelector(sel)?.dataset.y) === y - 1, [piece(id2), y2]);
     assertEq(await pos(p1, id2), [x2, y2 - 1], "player two as page one sees it");
-    return { monsters: [before.monsters, after.monsters], ticks: [before.tick, after.tick] };
+    if (!proxy) return { monsters: [before.monsters, after.monsters], ticks: [before.tick, after.tick] };
+
+    // WebSocket blocked: after an outage both pages are back in the game
+    // (new sessions, so new players) and the world moves on.
+    const transport = await p1.evaluate(() => demo.client.transport);
+    assert(transport !== "websocket", `transport: ${transport}`);
+    const tick = (await world(p2)).tick;
+    proxy.outage(800);
+    await p2.waitForFunction((t) => Number(document.getElementById("tick").dataset.tick) > t + 5, tick, { timeout: 10000 });
+    const back = await p1.waitForFunction(() => document.getElementById("me").dataset.id).then((h) => h.jsonValue());
+    await p2.locator(piece(back)).waitFor();
+    return { monsters: [before.monsters, after.monsters], ticks: [before.tick, after.tick], transport };
   },
 
   // herald.js on its own in a page: the server kicks the connection (POST

@@ -25,9 +25,15 @@ async fn confirm_pushes_a_one_time_code_that_logs_in_once() {
     let new = post(&server, "/demo/qr-login/new", json!({})).await;
     assert_eq!(new.status, 200, "{}", new.body);
     let login = new.json();
-    let (id, channel) = (login["id"].as_str().unwrap(), login["channel"].as_str().unwrap());
+    let (id, channel) = (
+        login["id"].as_str().unwrap(),
+        login["channel"].as_str().unwrap(),
+    );
     assert!(channel.starts_with("qr:"), "{login}");
-    assert!(!channel.contains(id), "the channel is not derived from the id");
+    assert!(
+        !channel.contains(id),
+        "the channel is not derived from the id"
+    );
     assert_eq!(login["phone"], format!("/demo/qr-login/phone?id={id}"));
     assert!(login.get("token").is_none(), "dev mode needs no token");
 
@@ -37,9 +43,19 @@ async fn confirm_pushes_a_one_time_code_that_logs_in_once() {
     let scan = post(&server, "/demo/qr-login/scan", json!({"id": id})).await;
     assert_eq!(scan.status, 200, "{}", scan.body);
     let confirm = json!({"id": id, "user": "alice"});
-    assert_eq!(post(&server, "/demo/qr-login/confirm", confirm.clone()).await.status, 200);
+    assert_eq!(
+        post(&server, "/demo/qr-login/confirm", confirm.clone())
+            .await
+            .status,
+        200
+    );
     // Confirmed once: a second phone cannot overwrite the code.
-    assert_eq!(post(&server, "/demo/qr-login/confirm", confirm).await.status, 409);
+    assert_eq!(
+        post(&server, "/demo/qr-login/confirm", confirm)
+            .await
+            .status,
+        409
+    );
 
     let pubs = desk.publications(channel, 2).await;
     assert_eq!(pubs[0]["data"], json!({"event": "scanned"}));
@@ -62,9 +78,16 @@ async fn confirm_pushes_a_one_time_code_that_logs_in_once() {
     assert_eq!(ok.json()["user"], "alice");
     assert!(ok.json()["ms_since_confirm"].as_f64().unwrap() >= 0.0);
     // Spent: the same code, or a scan of the old QR code, finds nothing.
-    assert_eq!(post(&server, "/demo/qr-login/exchange", exchange).await.status, 404);
     assert_eq!(
-        post(&server, "/demo/qr-login/scan", json!({"id": id})).await.status,
+        post(&server, "/demo/qr-login/exchange", exchange)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        post(&server, "/demo/qr-login/scan", json!({"id": id}))
+            .await
+            .status,
         404
     );
     drop(desk);
@@ -83,7 +106,12 @@ async fn bad_requests_get_clear_answers() {
     assert_eq!(unknown.status, 404);
     assert_eq!(unknown.json()["error"]["code"], 104);
     let id = post(&server, "/demo/qr-login/new", json!({})).await.json()["id"].clone();
-    let empty = post(&server, "/demo/qr-login/confirm", json!({"id": id, "user": " "})).await;
+    let empty = post(
+        &server,
+        "/demo/qr-login/confirm",
+        json!({"id": id, "user": " "}),
+    )
+    .await;
     assert_eq!(empty.status, 400, "{}", empty.body);
     let long = post(
         &server,
@@ -107,7 +135,11 @@ async fn a_token_server_hands_out_a_token_for_the_login_channel_only() {
     let token = login["token"].as_str().expect("a token");
     let mut desk = server.client(json!({"token": token})).await;
     desk.subscribe(channel).await;
-    assert_eq!(desk.error("subscribe", json!({"channel": "qr:other"})).await, 103);
+    assert_eq!(
+        desk.error("subscribe", json!({"channel": "qr:other"}))
+            .await,
+        103
+    );
     drop(desk);
     server.stop().await;
 }
