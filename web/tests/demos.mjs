@@ -390,7 +390,12 @@ const checks = {
     const tick = (await world(p2)).tick;
     proxy.outage(800);
     await p2.waitForFunction((t) => Number(document.getElementById("tick").dataset.tick) > t + 5, tick, { timeout: 10000 });
-    const back = await p1.waitForFunction(() => document.getElementById("me").dataset.id).then((h) => h.jsonValue());
+    const back = await p1
+      .waitForFunction((old) => {
+        const id = document.getElementById("me").dataset.id;
+        return id && id !== old && id;
+      }, id1, { timeout: 10000 })
+      .then((h) => h.jsonValue());
     await p2.locator(piece(back)).waitFor();
     return { monsters: [before.monsters, after.monsters], ticks: [before.tick, after.tick], transport };
   },
