@@ -519,7 +519,10 @@ class PollTransport {
     if (this.readyState !== 1 || this.inflight) return;
     clearTimeout(this.timer);
     this.timer = null;
-    const commands = this.commands.splice(0, 64);
+    // A new channel the server refuses fails the whole poll (403), after
+    // its commands ran: commands wait until no subscription is new, so a
+    // refused one cannot take their replies with it.
+    const commands = this.subscribing.size ? [] : this.commands.splice(0, 64);
     const urgent = commands.length > 0 || this.subscribing.size > 0 || this.connectId !== null;
     const wait = this.kind === "longpoll" && !urgent ? this.client.options.pollWait : 0;
     const sent = new Map(this.cursors);
@@ -560,27 +563,34 @@ class PollTransport {
     }
     if (this.readyState !== 1) return;
     if (answer.aborted && inflight.held) return this._poll(); // by _now(): ask again
-    if (answer.error) return this._refused(answer, commands);
+    if (answer.error) return this._refused(answer);
     if (!answer.channels) return this._fail(1006, answer.status ? `poll: HTTP ${answer.status}` : "poll failed");
     this.client._lastSeen = Date.now();
     this._answer(answer, sent);
-    if (this.kind === "longpoll" || this.commands.length || this.subscribing.size) this._poll();
+    // Queued meanwhile, or a new subscription: at once. No channel: nothing
+    // to wait for (the server would answer at once, again and again) until
+    // the next command.
+    if (this.commands.length || this.subscribing.size || this.connectId !== null) this._now();
+    else if (!this.cursors.size) return;
+    else if (this.kind === "longpoll") this._poll();
     else this.timer = setTimeout(() => this._poll(), this.client.options.pollInterval);
   }
 
-  // 401: the token (as over WebSocket, 4100). 403/404: a channel of the
-  // request is refused, and the whole request with it: the newest
-  // subscription is the one to blame (each is tried alone the first time).
-  _refused({ status, error }, commands) {
+  // 401: the token (as over WebSocket, 4100). 403 (or 413: too many
+  // subscriptions): a channel of the request is refused, and the whole
+  // request with it. A new subscription is to blame: the one the message
+  // names ("chat:x: permission denied"), else the newest; the others are
+  // tried again.
+  _refused({ status, error }) {
     if (status === 401) return this._fail(4100, error.message || "unauthorized");
-    const newest = [...this.subscribing.keys()].pop();
-    if ((status === 403 || status === 404) && newest !== undefined) {
-      const { id } = this.subscribing.get(newest);
-      this.subscribing.delete(newest);
-      this.cursors.delete(newest);
+    const pending = [...this.subscribing.keys()];
+    const named = pending.find((c) => String(error.message).startsWith(`${c}: `));
+    const blamed = named ?? pending.pop();
+    if ((status === 403 || status === 413) && blamed !== undefined) {
+      const { id } = this.subscribing.get(blamed);
+      this.subscribing.delete(blamed);
+      this.cursors.delete(blamed);
       this._reply(id, null, { code: error.code || 103, message: error.message || "permission denied" });
-      // The commands were not run: the whole request was refused.
-      this.commands.unshift(...commands);
       return this._now();
     }
     this._fail(1006, `poll: HTTP ${status}`);

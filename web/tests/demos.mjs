@@ -35,7 +35,7 @@ const blocked = !!opts["block-websocket"];
 // The pages' origin: the server, or the proxy that blocks WebSocket.
 const proxy = blocked ? await startProxy(base, { blockWebSocket: true }) : null;
 const pages = proxy ? proxy.url : base;
-const CHECK_TIMEOUT = 20000;
+const CHECK_TIMEOUT = 30000;
 const run = Date.now().toString(36); // keeps channels of separate runs apart
 
 const log = (...a) => process.stderr.write(`[demos] ${a.join(" ")}\n`);

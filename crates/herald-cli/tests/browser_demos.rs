@@ -320,6 +320,10 @@ fn client_reconnect_logic() {
         "client/unsubscribe_and_server_refusal",
         "client/batched_presence_calls_on_join_and_on_leave",
         "client/disconnect_then_connect_recovers",
+        "client/falls_back_and_remembers",
+        "client/stream_disconnect_message_is_the_close",
+        "client/poll_subscribe_recover_gap_and_refusal",
+        "client/longpoll_command_does_not_wait_for_held_poll",
     ]);
 }
 
