@@ -440,6 +440,13 @@ pub fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// The wall clock in milliseconds since the Unix epoch.
+pub(crate) fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// When a connection's token runs out: a timer on tokio's clock, set from
 /// the token's `exp` at `connect` and again at each `refresh`.
 #[derive(Debug, Default)]

@@ -185,6 +185,9 @@ pub struct NamespaceConfig {
     pub queue_size: usize,
     /// What happens when a subscriber's queue is full.
     pub on_full: QueuePolicy,
+    /// Publications carry `time`: when the server accepted them, in
+    /// milliseconds since the Unix epoch (a chat shows it).
+    pub server_time: bool,
 }
 
 /// How `herald serve` answers clients that offer permessage-deflate.
@@ -230,6 +233,7 @@ impl Default for NamespaceConfig {
             history_ttl: Duration::from_secs(300),
             queue_size: 1024,
             on_full: QueuePolicy::Disconnect,
+            server_time: false,
         }
     }
 }
@@ -245,6 +249,7 @@ impl Default for ServerConfig {
                 presence: true,
                 join_leave: true,
                 history_size: 100,
+                server_time: true,
                 ..Default::default()
             },
         );

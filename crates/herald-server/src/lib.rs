@@ -27,6 +27,9 @@
 //!   the broker assigns offsets and keeps history and presence, then
 //!   hands publications back to each node's hub for fan-out. In memory
 //!   today; a network broker (Redis) plugs in behind the same trait.
+//! - **HTTP transports** for clients without WebSocket (`transport/`):
+//!   HTTP streaming and SSE with commands as POSTs, stateless long
+//!   polling and polling from history, SSE without an SDK.
 //! - **Sessions know no socket**: `session.rs` handles commands and ends
 //!   with a typed `Disconnect`; `transport/websocket.rs` pumps frames
 //!   and turns that into a close code, so HTTP transports can sit beside
@@ -47,8 +50,8 @@
 //!
 //! # Non-features (yet)
 //!
-//! Fallback transports (SSE, long polling) and a network broker (Redis)
-//! are planned; today one process holds all state in memory.
+//! A network broker (Redis) is planned; today one process holds all
+//! state in memory.
 
 mod auth;
 mod broker;

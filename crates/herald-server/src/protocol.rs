@@ -189,6 +189,10 @@ pub struct Publication {
     /// Who published it; absent for publications from the HTTP API.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub info: Option<ClientInfo>,
+    /// When the server accepted it, in milliseconds since the Unix epoch,
+    /// where the namespace asks for it (`server_time`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<u64>,
 }
 
 /// Error codes of replies. Documented in docs/protocol.md.
@@ -433,6 +437,7 @@ mod tests {
             offset: 7,
             data: RawValue::from_string("{\"x\":1}".into()).unwrap(),
             info: None,
+            time: None,
         };
         assert_eq!(
             push_publication("q:1", "ep", &p),

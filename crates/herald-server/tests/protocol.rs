@@ -797,3 +797,28 @@ async fn publish_into_an_endpoint_namespace_goes_to_its_logic() {
     drop(c);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn publications_carry_the_server_time_where_the_namespace_asks() {
+    let mut c = config();
+    c.namespaces.get_mut("chat").unwrap().server_time = true;
+    let server = TestServer::start(c).await;
+    let mut a = server.named("A").await;
+    a.subscribe("chat:t").await;
+    let before = herald_server::unix_now() * 1000;
+    server.api_publish("chat:t", json!("hi")).await;
+    let push = a.push().await;
+    let time = push["push"]["pub"]["time"].as_u64().expect("a time");
+    let after = herald_server::unix_now() * 1000 + 1000;
+    assert!(
+        (before..=after).contains(&time),
+        "{time} not in {before}..={after}"
+    );
+    // A namespace without it: no field.
+    a.subscribe("quotes:t").await;
+    server.api_publish("quotes:t", json!(1)).await;
+    let push = a.push().await;
+    assert!(push["push"]["pub"].get("time").is_none(), "{push}");
+    drop(a);
+    server.stop().await;
+}

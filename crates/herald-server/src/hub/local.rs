@@ -95,10 +95,16 @@ pub(super) struct Fanout {
 
 impl Fanout {
     /// Queues `text` (a push that is not a publication: presence) for
-    /// every live subscriber of `ch`.
+    /// every live subscriber of `ch`. Not for silent ones (a poll's
+    /// reader): a poll is answered with publications, and a join would
+    /// end every long poll of the channel only to say who came.
     pub(super) fn fan_out(&self, ch: &LocalChannel, ns: &NamespaceConfig, text: String) {
         let message = prepared(text);
-        for sub in ch.subscribers.values().filter(|s| s.buffer.is_none()) {
+        let live = ch
+            .subscribers
+            .values()
+            .filter(|s| s.buffer.is_none() && !s.client.silent);
+        for sub in live {
             let item = Item {
                 key: None,
                 message: message.clone(),

@@ -333,6 +333,7 @@ impl Hub {
             offset: 0,
             data,
             info: info.cloned(),
+            time: ns.server_time.then(crate::auth::unix_now_ms),
         };
         let placed = self
             .broker

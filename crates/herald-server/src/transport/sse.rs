@@ -138,6 +138,9 @@ async fn open(
     };
     let mut first = b"retry: 2000\n\n".to_vec();
     let mut recovered = Vec::new();
+    // Where the stream starts: the page's last positions where it has
+    // them (what was missed follows as events), else the channels' own.
+    let mut start = Positions::new();
     for channel in &channels {
         let at = last.get(channel);
         let params = SubscribeParams {
@@ -157,14 +160,16 @@ async fn open(
         for item in &super::drain(&client) {
             if item.reply {
                 events.subscribed(channel, at, &item.text(), &mut recovered);
+                if let Some(at) = at.or_else(|| events.positions.get(channel)) {
+                    start.insert(channel.clone(), at.clone());
+                }
             } else {
                 events.item(item, &mut recovered);
             }
         }
     }
     // The starting positions first, then what was missed.
-    let start: BTreeMap<&String, Position<'_>> = events
-        .positions
+    let shown: BTreeMap<&String, Position<'_>> = start
         .iter()
         .map(|(c, (epoch, offset))| {
             (
@@ -176,13 +181,8 @@ async fn open(
             )
         })
         .collect();
-    let data = serde_json::json!({ "channels": start }).to_string();
-    event(
-        &mut first,
-        Some(&encode(&events.positions)),
-        Some("position"),
-        &data,
-    );
+    let data = serde_json::json!({ "channels": shown }).to_string();
+    event(&mut first, Some(&encode(&start)), Some("position"), &data);
     first.extend_from_slice(&recovered);
 
     let (chunks, body) = mpsc::channel(4);
