@@ -16,6 +16,8 @@ export interface Publication<T = unknown> {
   data: T;
   /** Absent for publications from the HTTP API or server logic. */
   info?: ClientInfo;
+  /** When the server accepted it, ms since the Unix epoch (namespaces with `server_time`). */
+  time?: number;
   /** Delivered from a resubscribe's recovery rather than live. */
   recovered: boolean;
 }
@@ -25,6 +27,8 @@ export interface WirePublication<T = unknown> {
   offset: number;
   data: T;
   info?: ClientInfo;
+  /** When the server accepted it, ms since the Unix epoch (namespaces with `server_time`). */
+  time?: number;
 }
 
 /** The result of `subscribe`, also passed to onSubscribed / onRecovered / onGap. */

@@ -138,6 +138,7 @@ export class Subscription {
       offset: pub.offset,
       data: pub.data,
       info: pub.info,
+      time: pub.time,
       recovered,
     });
   }
@@ -732,7 +733,7 @@ export class Herald {
    * Subscribes to `channel`, now if connected and again after every reconnect.
    * @param {string} channel
    * @param {object} [handlers]
-   * @param {(p: {channel: string, epoch: string, offset: number, data: any, info?: object, recovered: boolean}) => void} [handlers.onPublication]
+   * @param {(p: {channel: string, epoch: string, offset: number, data: any, info?: object, time?: number, recovered: boolean}) => void} [handlers.onPublication]
    * @param {(info: {client: string, user: string, name?: string}) => void} [handlers.onJoin]
    * @param {(info: {client: string, user: string, name?: string}) => void} [handlers.onLeave]
    * @param {(result: object) => void} [handlers.onSubscribed] after every successful (re)subscribe

@@ -251,6 +251,8 @@ const checks = {
 
     await bob.click("#toggle-online");
     await bob.locator('#status[data-state="offline"]').waitFor();
+    // Offline, the people shown are as last seen: greyed out.
+    await bob.locator("#presence.stale").waitFor();
     // Alice sees Bob leave, so he is really gone from the channel.
     await alice.locator('#presence [data-name="Bob"]').waitFor({ state: "detached" });
     const missed = ["missed 1", "missed 2", "missed 3"];
@@ -275,6 +277,10 @@ const checks = {
     const offsets = await bob.$$eval('#messages [data-testid="message"]', (l) => l.map((li) => Number(li.dataset.offset)));
     assertEq(offsets, [1, 2, 3, 4, 5, 6], "offsets");
     await alice.locator('#presence [data-name="Bob"]').waitFor();
+    assertEq(await bob.locator("#presence.stale").count(), 0, "presence live again");
+    // Every message shows the server's time of acceptance.
+    const stamped = await bob.$$eval('#messages [data-testid="message"] time', (l) => l.map((t) => t.dataset.server === "true"));
+    assert(stamped.length === got.length && stamped.every(Boolean), `server times: ${stamped}`);
     if (!proxy) return { bob: got };
 
     // WebSocket blocked: both on a fallback; an outage of the push
@@ -290,6 +296,27 @@ const checks = {
     await sleep(200);
     assertEq(await texts(bob), [...got, ...during, "after the outage"], "Bob's messages after the outage (each once)");
     return { bob: got, transports };
+  },
+
+  // A phone-sized window (390 px): nothing wider than the screen, a long
+  // word wraps instead of widening the page.
+  async chat_phone() {
+    const room = `phone-${run}`;
+    const page = await open(`/demo/chat?name=Phone&room=${room}`, "phone");
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.locator('#status[data-state="connected"]').waitFor();
+    const word = "x".repeat(300);
+    await send(page, word);
+    await waitMessage(page, word);
+    const fit = await page.evaluate(() => ({
+      page: document.documentElement.scrollWidth,
+      list: [document.getElementById("messages").scrollWidth, document.getElementById("messages").clientWidth],
+      input: document.getElementById("message-input").getBoundingClientRect().right,
+    }));
+    assert(fit.page <= 390, `page ${fit.page} px wide`);
+    assert(fit.list[0] <= fit.list[1], `messages overflow: ${fit.list}`);
+    assert(fit.input <= 390, `input ends at ${fit.input}`);
+    return fit;
   },
 
   // Prices move with no user action; a backend's publication through the
@@ -592,7 +619,7 @@ const prefix = blocked ? "blocked" : "demos";
 const CHECKS = blocked
   ? ["chat", "quotes", "game", "fallback", "recovery_stream", "recovery_sse", "recovery_longpoll", "recovery_poll",
      "qr_stream", "qr_sse", "qr_longpoll", "qr_poll"]
-  : ["chat", "quotes", "game", "reconnect", "qr_websocket", "websocket_comeback", "shutdown"];
+  : ["chat", "chat_phone", "quotes", "game", "reconnect", "qr_websocket", "websocket_comeback", "shutdown"];
 
 let failed = 0;
 for (const name of CHECKS) {

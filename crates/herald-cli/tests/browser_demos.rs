@@ -224,6 +224,7 @@ fn demos_in_chromium() {
     let run = node("demos.mjs", &[&server.url, "--server-pid", &pid]);
     run.assert_passed(&[
         "demos/chat",
+        "demos/chat_phone",
         "demos/quotes",
         "demos/game",
         "demos/reconnect",
