@@ -377,6 +377,12 @@ const checks = {
       await p.locator(piece(id2)).waitFor();
     }
     assert(await p1.locator(piece(id1) + ".me").count(), "own piece marked on page one");
+    // Spawned apart, with full health, scoring while alive.
+    const spawn = await p2.$$eval('#arena [data-testid="player"]', (l) => l.map((el) => [Number(el.dataset.x), Number(el.dataset.y)]));
+    const apart = Math.max(Math.abs(spawn[0][0] - spawn[1][0]), Math.abs(spawn[0][1] - spawn[1][1]));
+    assert(apart >= 5, `spawned ${apart} squares apart: ${JSON.stringify(spawn)}`);
+    await p1.waitForFunction(() => Number(document.getElementById("score").dataset.score) >= 1, null, { timeout: 5000 });
+    assert(Number(await p1.$eval("#health", (el) => el.dataset.health)) >= 1, "health shown");
     assert(!(await p2.locator(piece(id1) + ".me").count()), "other's piece not marked on page two");
 
     // Monster positions and the tick they belong to, read together.
