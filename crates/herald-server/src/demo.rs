@@ -340,16 +340,18 @@ mod tests {
     use super::*;
 
     fn world_with(players: &[(&str, i32, i32)], monsters: &[(i32, i32)]) -> World {
-        let mut w = World::default();
-        w.monsters = monsters
-            .iter()
-            .enumerate()
-            .map(|(i, &(x, y))| Piece {
-                x,
-                y,
-                ..Piece::monster(i as i32)
-            })
-            .collect();
+        let mut w = World {
+            monsters: monsters
+                .iter()
+                .enumerate()
+                .map(|(i, &(x, y))| Piece {
+                    x,
+                    y,
+                    ..Piece::monster(i as i32)
+                })
+                .collect(),
+            ..World::default()
+        };
         for &(id, x, y) in players {
             w.join(id, None);
             let p = w.players.get_mut(id).unwrap();
