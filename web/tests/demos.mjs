@@ -6,6 +6,8 @@
 //
 // With --server-pid, a last check stops the server (SIGTERM) and watches
 // herald.js obey its drain: close 1001 with a "retry in N ms" hint.
+// With --token-required (a server with --token-secret), the pages that
+// need a token say so, and the QR login brings its own.
 // With --block-websocket, the pages are loaded through a proxy
 // (tests/proxy.mjs) that refuses every WebSocket upgrade with 403, so
 // herald.js must fall back to the HTTP transports; the proxy also cuts
@@ -23,7 +25,11 @@ import { startProxy } from "./proxy.mjs";
 
 const { values: opts, positionals } = parseArgs({
   allowPositionals: true,
-  options: { "server-pid": { type: "string" }, "block-websocket": { type: "boolean" } },
+  options: {
+    "server-pid": { type: "string" },
+    "block-websocket": { type: "boolean" },
+    "token-required": { type: "boolean" },
+  },
 });
 const base = (positionals[0] || "").replace(/\/$/, "");
 const only = positionals.slice(1);
@@ -32,6 +38,7 @@ if (!/^https?:\/\//.test(base)) {
   process.exit(2);
 }
 const blocked = !!opts["block-websocket"];
+const tokens = !!opts["token-required"];
 // The pages' origin: the server, or the proxy that blocks WebSocket.
 const proxy = blocked ? await startProxy(base, { blockWebSocket: true }) : null;
 const pages = proxy ? proxy.url : base;
@@ -568,6 +575,18 @@ const checks = {
     }
   },
 
+  // A server that wants tokens: the chat page, opened without one, says
+  // so plainly instead of reconnecting for ever.
+  async token_required() {
+    const page = await open(`/demo/chat?name=NoToken&room=t-${run}`, "token");
+    await page.locator("#notice", { hasText: "requires a token" }).waitFor();
+    const shown = await page.$eval("#notice", (el) => ({ text: el.textContent, kind: el.dataset.kind }));
+    assertEq(shown.kind, "error", "shown as an error");
+    const state = await page.evaluate(() => demo.client.state);
+    assertEq(state, "disconnected", "no reconnect loop");
+    return shown;
+  },
+
   // Runs last, only with --server-pid: the server's graceful shutdown, as
   // the client sees it. Two connections, so the drain spreads them out.
   async shutdown() {
@@ -621,8 +640,10 @@ try {
 }
 
 // Each mode's checks, in order, and the prefix of their names.
-const prefix = blocked ? "blocked" : "demos";
-const CHECKS = blocked
+const prefix = tokens ? "tokens" : blocked ? "blocked" : "demos";
+const CHECKS = tokens
+  ? ["token_required", "qr_websocket", "qr_sse"]
+  : blocked
   ? ["chat", "quotes", "game", "fallback", "recovery_stream", "recovery_sse", "recovery_longpoll", "recovery_poll",
      "qr_stream", "qr_sse", "qr_longpoll", "qr_poll"]
   : ["chat", "chat_phone", "quotes", "game", "reconnect", "qr_websocket", "websocket_comeback", "shutdown"];

@@ -271,6 +271,21 @@ fn demos_in_chromium_without_websocket() {
     ]);
 }
 
+/// `--token-secret`: the chat page says a token is required; the QR-code
+/// login, whose backend hands out a token for its one channel, works over
+/// WebSocket and SSE.
+#[test]
+fn demos_in_chromium_with_tokens() {
+    require_peers(true);
+    let server = Server::start_with(&["--token-secret", "browser-demos-secret-0123456789abcdef"]);
+    let run = node("demos.mjs", &[&server.url, "--token-required"]);
+    run.assert_passed(&[
+        "tokens/token_required",
+        "tokens/qr_websocket",
+        "tokens/qr_sse",
+    ]);
+}
+
 /// `--tls-cert/--tls-key`: Chromium, trusting the certificate by a pin of
 /// its key, loads a page over https:// and receives a publication over
 /// wss:// (web/tests/tls.mjs).
