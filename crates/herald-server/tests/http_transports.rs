@@ -540,6 +540,10 @@ async fn polls_refuse_what_they_cannot_do() {
     let server = TestServer::start(c).await;
     for (body, status) in [
         (json!({"channels": {"nope:x": {}}}), 403),
+        (
+            json!({"channels": {"nope:x": {}}, "commands": [{"id": 1, "publish": {"channel": "chat:side", "data": 1}}]}),
+            403,
+        ),
         (json!({"channels": {}, "wait": -1}), 400),
         (
             json!({"channels": {}, "commands": [{"id":1,"ping":{}},{"id":2,"ping":{}},{"id":3,"ping":{}}]}),
@@ -551,6 +555,12 @@ async fn polls_refuse_what_they_cannot_do() {
         assert_eq!(r.status, status, "{body}: {}", r.body);
         r.error_code();
     }
+    // The refused poll's publish did not happen.
+    let history = server
+        .http("GET", "/api/history/chat:side", &[], None)
+        .await
+        .json();
+    assert_eq!(history["offset"], 0, "{history}");
     let r = server
         .http(
             "POST",

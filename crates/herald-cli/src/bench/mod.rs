@@ -24,6 +24,7 @@ mod echo;
 mod fanout;
 mod handshake;
 mod idle;
+mod transports;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ enum Scenario {
     Idle(idle::Args),
     /// Push server fan-out: one publication to N subscribers.
     Fanout(fanout::Args),
+    /// The same traffic over every transport of the push server.
+    Transports(transports::Args),
 }
 
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
@@ -57,6 +60,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         Scenario::Handshake(a) => handshake::run(a),
         Scenario::Idle(a) => idle::run(a),
         Scenario::Fanout(a) => fanout::run(a),
+        Scenario::Transports(a) => transports::run(a),
     }
 }
 

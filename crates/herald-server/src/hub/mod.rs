@@ -208,7 +208,8 @@ impl Hub {
             .ok_or(ErrorCode::UnknownChannel)
     }
 
-    /// Registers a connection that completed `connect`.
+    /// Registers a connection that completed `connect` (not silent).
+    #[cfg(any(test, feature = "fuzzing"))]
     pub(crate) fn register(
         &self,
         user: String,

@@ -133,6 +133,22 @@ async fn answer(server: &Server, req: Request) -> Result<Response, ApiError> {
     // The connect reply: not part of a poll's answer.
     drain(&client);
 
+    // Refused channels refuse the poll before its commands run, so a
+    // poll that fails has done nothing.
+    for channel in body.channels.keys() {
+        let code = if config.namespace_of(channel).is_none() {
+            ErrorCode::UnknownChannel
+        } else if !client.may_access(channel) {
+            ErrorCode::PermissionDenied
+        } else {
+            continue;
+        };
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            code,
+            format!("{channel}: {}", code.message()),
+        ));
+    }
     let mut replies = Vec::new();
     for command in &body.commands {
         if !poll_method(command) {
