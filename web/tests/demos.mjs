@@ -502,6 +502,29 @@ const checks = {
     return { clients: [first, seen.client], reconnect_in_ms: Math.round(kicked.reconnectIn) };
   },
 
+  // The chat page forced onto each HTTP transport (`?transport=`) talks
+  // with one on the default fallback: messages both ways, presence.
+  async chat_transports() {
+    const ms = {};
+    for (const transport of ["sse", "longpoll", "poll"]) {
+      const room = `x-${transport}-${run}`;
+      const a = await open(`/demo/chat?name=Ann&room=${room}`, `ann-${transport}`);
+      const b = await open(`/demo/chat?name=Ben&room=${room}&transport=${transport}`, `ben-${transport}`);
+      for (const p of [a, b]) await p.locator('#status[data-state="connected"]').waitFor();
+      assertEq(await b.evaluate(() => demo.client.transport), transport, "forced transport");
+      const t0 = Date.now();
+      await send(a, `to Ben over ${transport}`);
+      await waitMessage(b, `to Ben over ${transport}`);
+      ms[transport] = Date.now() - t0;
+      await send(b, `to Ann over ${transport}`);
+      await waitMessage(a, `to Ann over ${transport}`);
+      await b.locator('#presence [data-name="Ann"]').waitFor();
+      await a.locator('#presence [data-name="Ben"]').waitFor();
+      assertEq(await texts(b), [`to Ben over ${transport}`, `to Ann over ${transport}`], "Ben's messages");
+    }
+    return { delivery_ms: ms };
+  },
+
   // WebSocket refused by the proxy: the default client falls back within
   // ~3 s, remembers the transport for the browser session (a second client
   // does not try WebSocket again), and says which it uses.
@@ -644,7 +667,7 @@ const prefix = tokens ? "tokens" : blocked ? "blocked" : "demos";
 const CHECKS = tokens
   ? ["token_required", "qr_websocket", "qr_sse"]
   : blocked
-  ? ["chat", "quotes", "game", "fallback", "recovery_stream", "recovery_sse", "recovery_longpoll", "recovery_poll",
+  ? ["chat", "chat_transports", "quotes", "game", "fallback", "recovery_stream", "recovery_sse", "recovery_longpoll", "recovery_poll",
      "qr_stream", "qr_sse", "qr_longpoll", "qr_poll"]
   : ["chat", "chat_phone", "quotes", "game", "reconnect", "qr_websocket", "websocket_comeback", "shutdown"];
 

@@ -257,6 +257,7 @@ fn demos_in_chromium_without_websocket() {
     let run = node("demos.mjs", &[&server.url, "--block-websocket"]);
     run.assert_passed(&[
         "blocked/chat",
+        "blocked/chat_transports",
         "blocked/quotes",
         "blocked/game",
         "blocked/fallback",
