@@ -36,8 +36,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// Each run of the demo checks takes 20 to 60 s; the bound leaves room for
-/// a loaded CI machine.
+/// Each run of the demo checks takes 20 to 80 s; the bound is a hang guard
+/// with room for a loaded CI machine.
 const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn web_dir() -> PathBuf {
