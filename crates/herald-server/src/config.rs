@@ -86,6 +86,9 @@ pub struct ServerConfig {
     pub max_commands_per_second: u32,
     /// Most channels one connection may subscribe to.
     pub max_subscriptions: usize,
+    /// Longest `name` a client may give in `connect`, in bytes (it is
+    /// repeated in every join push and presence answer). Default 256.
+    pub max_name_size: usize,
     /// Time to complete the WebSocket handshake and send `connect`.
     #[serde(with = "secs")]
     pub handshake_timeout: Duration,
@@ -308,6 +311,7 @@ impl Default for ServerConfig {
             drain: Duration::from_secs(5),
             join_leave_interval: Duration::from_secs(1),
             transport_secret: None,
+            max_name_size: 256,
             http_keepalive: Duration::from_secs(15),
             max_commands_per_post: 64,
             poll_max_wait: Duration::from_secs(25),

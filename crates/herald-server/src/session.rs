@@ -79,6 +79,14 @@ impl ClientSession {
                 "connect first: the first command must be connect".into(),
             ));
         };
+        // A name is repeated in every join push and presence answer: a long
+        // one would turn each join into a flood.
+        let max_name = hub.config().max_name_size;
+        if params.name.as_ref().is_some_and(|n| n.len() > max_name) {
+            return Err(Disconnect::BadRequest(
+                format!("name longer than {max_name} bytes (max_name_size)").into(),
+            ));
+        }
         let (user, name, allowed, exp) = match (hub.tokens(), params.token) {
             (Ok(Some(verifier)), Some(token)) => {
                 let claims = verifier.verify(&token, auth::unix_now()).map_err(|e| {

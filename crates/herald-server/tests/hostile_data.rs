@@ -217,3 +217,24 @@ crate::on_1_and_2_threads!(
     one_size_limit_for_api_clients_and_endpoints,
     numbers_past_binary64_are_refused,
 );
+
+#[tokio::test]
+async fn a_name_too_long_for_every_join_push_is_refused() {
+    let server = TestServer::start(config()).await;
+    let mut ws = open(&server.url()).await;
+    let name = "n".repeat(server.hub().config().max_name_size + 1);
+    send_text(
+        &mut ws,
+        json!({"id": 1, "connect": {"name": name}}).to_string(),
+    )
+    .await;
+    let close = closed(&mut ws).await;
+    assert_eq!(close.code.0, 4101, "{close:?}");
+    assert!(close.reason.contains("max_name_size"), "{close:?}");
+    // A name at the limit is fine.
+    let ok = server
+        .client(json!({"name": "n".repeat(server.hub().config().max_name_size)}))
+        .await;
+    drop(ok);
+    server.stop().await;
+}
