@@ -16,6 +16,8 @@ export interface Publication<T = unknown> {
   data: T;
   /** Absent for publications from the HTTP API or server logic. */
   info?: ClientInfo;
+  /** When the server accepted it, ms since the Unix epoch (namespaces with `server_time`). */
+  time?: number;
   /** Delivered from a resubscribe's recovery rather than live. */
   recovered: boolean;
 }
@@ -25,6 +27,8 @@ export interface WirePublication<T = unknown> {
   offset: number;
   data: T;
   info?: ClientInfo;
+  /** When the server accepted it, ms since the Unix epoch (namespaces with `server_time`). */
+  time?: number;
 }
 
 /** The result of `subscribe`, also passed to onSubscribed / onRecovered / onGap. */
@@ -37,10 +41,13 @@ export interface SubscribeResult {
 }
 
 export interface ConnectResult {
+  /** The client id; over polling, the poller's identity. */
   client: string;
   version: string;
-  /** Heartbeat interval in seconds. */
+  /** Heartbeat interval in seconds (0 over polling: every poll is one). */
   ping: number;
+  /** The stream transports' session token (POST /connection/send). */
+  session?: string;
   /** The token's `exp` (seconds since the Unix epoch), when it has one. */
   expires?: number;
   /** Seconds until the server closes the connection (4005) unless it is refreshed; with `expires`. */
@@ -55,7 +62,10 @@ export interface SubscriptionHandlers<T = unknown> {
   onSubscribed?(result: SubscribeResult): void;
   /** After a resubscribe that recovered everything missed. */
   onRecovered?(result: SubscribeResult): void;
-  /** After a resubscribe that could not fill the gap: reload your state. */
+  /**
+   * After a resubscribe that could not fill the gap, or (polling) a poll
+   * whose position history no longer reached: reload your state.
+   */
   onGap?(result: SubscribeResult): void;
   /** A message from server logic to this connection only. */
   onMessage?(data: unknown): void;
@@ -74,6 +84,28 @@ export class HeraldError extends Error {
 }
 
 export type State = "disconnected" | "connecting" | "connected";
+
+/**
+ * How the client reaches the server: WebSocket, HTTP streaming (NDJSON over
+ * a fetch body), SSE (EventSource), long polling, or polling every
+ * `pollInterval` ms. Commands of the stream transports go up as POSTs.
+ */
+export type Transport = "websocket" | "stream" | "sse" | "longpoll" | "poll";
+
+/** Every transport, in the order tried by default (all but "poll"). */
+export const TRANSPORTS: readonly Transport[];
+
+/**
+ * What a transport cost: HTTP requests (the WebSocket handshake is one),
+ * bytes of bodies and WebSocket frames sent and received (HTTP headers not
+ * included), and messages received.
+ */
+export interface TransportStats {
+  requests: number;
+  bytesSent: number;
+  bytesReceived: number;
+  messages: number;
+}
 
 export interface HeraldOptions {
   /** Connection token (JWT; the server's configuration fixes the algorithm). */
@@ -94,21 +126,56 @@ export interface HeraldOptions {
   timeout?: number;
   /** Milliseconds to wait for a heartbeat reply before the connection counts as dead; default 5000. */
   pingGrace?: number;
+  /**
+   * The transports to try, in order; default ["websocket", "stream", "sse",
+   * "longpoll"]. A transport that fails before its connect reply (1006:
+   * refused upgrade, blocked, cut, silent for `openTimeout`) makes way for
+   * the next at once. One name forces that transport.
+   */
+  transports?: Transport[];
+  /** Milliseconds a transport has to answer `connect` before the next is tried; default 2500. */
+  openTimeout?: number;
+  /**
+   * Milliseconds between tries to get back to WebSocket while connected over
+   * another transport (doubling while they fail); default 60000; 0: never.
+   */
+  websocketRetry?: number;
+  /** Milliseconds between polls of the "poll" transport; default 2000. */
+  pollInterval?: number;
+  /** Seconds the server may hold a long poll; default 25. */
+  pollWait?: number;
   /** A WebSocket implementation; default globalThis.WebSocket. */
   WebSocket?: new (url: string) => WebSocket;
+  /** An EventSource implementation; default globalThis.EventSource. */
+  EventSource?: new (url: string) => EventSource;
+  /** A fetch implementation; default globalThis.fetch. */
+  fetch?: typeof fetch;
+  /**
+   * Where the transport that worked is remembered (the next client of this
+   * URL starts with it); default sessionStorage; null: nowhere.
+   */
+  storage?: Storage | null;
 }
 
 export interface DisconnectedEvent {
   code: number;
   reason: string;
-  /** Milliseconds until the next attempt, or null: no automatic reconnect. */
+  /** Milliseconds until the next attempt (0: falling back to the next transport), or null: no automatic reconnect. */
   reconnectIn: number | null;
+}
+
+export interface TransportEvent {
+  transport: Transport;
+  /** The transport of the last connection; null for the first. */
+  previous: Transport | null;
 }
 
 export interface HeraldEvents {
   connected: ConnectResult;
   disconnected: DisconnectedEvent;
   state: State;
+  /** Connected over another transport than the last connection. */
+  transport: TransportEvent;
   error: Error;
 }
 
@@ -129,6 +196,10 @@ export class Herald {
   readonly state: State;
   /** This connection's client id, or null while not connected. */
   readonly clientId: string | null;
+  /** The transport of the current (or last) connection; null before the first. */
+  readonly transport: Transport | null;
+  /** Counters per transport used so far. */
+  readonly stats: Partial<Record<Transport, TransportStats>>;
   readonly subscriptions: ReadonlyMap<string, Subscription>;
   /** Adds a listener; returns a function that removes it. */
   on<E extends keyof HeraldEvents>(event: E, fn: (arg: HeraldEvents[E]) => void): () => void;

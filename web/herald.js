@@ -20,7 +20,16 @@
 //   connection with no reply within `pingGrace` of a ping is dead;
 // - with `getToken`, a fresh token for every connect, and a `refresh` with
 //   a new one shortly before the server would close the connection for an
-//   expired token (the `ttl` of the connect and refresh results).
+//   expired token (the `ttl` of the connect and refresh results);
+// - falls back when WebSocket fails or is blocked (a proxy that strips
+//   `Upgrade`): WebSocket -> HTTP streaming -> SSE -> long polling, each
+//   given `openTimeout` to answer `connect`; remembers the transport that
+//   worked for the browser session (sessionStorage), tries WebSocket again
+//   every `websocketRetry` ms while on another, and recovers across
+//   reconnects on every transport (streams resubscribe with `recover`,
+//   polls carry a cursor per channel). `client.transport` names the one in
+//   use, the "transport" event says when it changes, `client.stats` counts
+//   requests and bytes per transport.
 
 /** An error reply from the server, or a local failure ("timeout", "disconnected"). */
 export class HeraldError extends Error {
@@ -44,7 +53,15 @@ const DEFAULTS = {
   maxReconnectDelay: 20000,
   timeout: 10000,
   pingGrace: 5000,
+  transports: ["websocket", "stream", "sse", "longpoll"],
+  openTimeout: 2500,
+  websocketRetry: 60000,
+  pollInterval: 2000,
+  pollWait: 25,
   WebSocket: undefined,
+  EventSource: undefined,
+  fetch: undefined,
+  storage: undefined,
 };
 
 /**
@@ -121,6 +138,7 @@ export class Subscription {
       offset: pub.offset,
       data: pub.data,
       info: pub.info,
+      time: pub.time,
       recovered,
     });
   }
@@ -146,6 +164,13 @@ export class Subscription {
 
   _push(push) {
     if (push.pub) this._deliver(push.epoch, push.pub, false);
+    else if (push.gap) {
+      // Polling: history no longer reached back to this subscription's
+      // position. Continue from the channel's, and say so.
+      this.epoch = push.gap.epoch;
+      this.offset = push.gap.offset;
+      this._call("onGap", { epoch: push.gap.epoch, offset: push.gap.offset, recovered: false, publications: [] });
+    }
     else if (push.join) this._call("onJoin", push.join);
     else if (push.leave) this._call("onLeave", push.leave);
     else if (push.presence) {
@@ -159,13 +184,464 @@ export class Subscription {
   }
 }
 
+// ----- transports ------------------------------------------------------------
+//
+// Every transport looks like a WebSocket to the client above: `send(text)`
+// one command, `onopen`, `onmessage({data})` one reply or push, `onclose({code,
+// reason})` with the protocol's close codes (1006: lost), `close()`. HTTP
+// failures that are not the server's answer (a refused upgrade, a proxy's
+// 403, a cut connection) come out as 1006, which is what makes the client
+// fall back to the next transport.
+
+/** Transport names, in the order the client tries them by default. */
+export const TRANSPORTS = ["websocket", "stream", "sse", "longpoll", "poll"];
+
+const ENCODER = new TextEncoder();
+const utf8Length = (text) => ENCODER.encode(text).length;
+
+// A WebSocket frame's size on the wire: header, client mask, payload.
+function frameLength(payload, masked) {
+  const n = utf8Length(payload);
+  return n + 2 + (n > 65535 ? 8 : n > 125 ? 2 : 0) + (masked ? 4 : 0);
+}
+
+/** Counts what a transport costs: HTTP requests (the WebSocket handshake is one), bytes of bodies and frames. */
+class Stats {
+  constructor() {
+    this.requests = 0;
+    this.bytesSent = 0;
+    this.bytesReceived = 0;
+    this.messages = 0;
+  }
+}
+
+class WebSocketTransport {
+  constructor(client, url) {
+    this.stats = client._stats("websocket");
+    const WS = client.options.WebSocket || globalThis.WebSocket;
+    const ws = (this.ws = new WS(url));
+    this.stats.requests++;
+    ws.onopen = () => this.onopen?.();
+    ws.onmessage = (e) => {
+      this.stats.bytesReceived += frameLength(String(e.data), false);
+      this.stats.messages++;
+      this.onmessage?.(e);
+    };
+    ws.onclose = (e) => this.onclose?.(e);
+    ws.onerror = (e) => this.onerror?.(e);
+  }
+
+  get readyState() {
+    return this.ws.readyState;
+  }
+
+  send(text) {
+    this.stats.bytesSent += frameLength(text, true);
+    this.ws.send(text);
+  }
+
+  close(code) {
+    this.ws.close(code);
+  }
+}
+
+// The base URL of the HTTP transports: `ws://h/connection/websocket` ->
+// `http://h/connection`.
+function httpBase(url) {
+  const u = new URL(url, globalThis.location?.href);
+  u.protocol = u.protocol === "wss:" ? "https:" : u.protocol === "ws:" ? "http:" : u.protocol;
+  u.pathname = u.pathname.replace(/\/websocket\/?$/, "");
+  u.search = u.hash = "";
+  return u.href.replace(/\/$/, "");
+}
+
+// An HTTP error answer as a close: a token problem is 4100 (as over
+// WebSocket); anything else means the transport does not work here.
+async function httpFailure(res) {
+  let message = `HTTP ${res.status}`;
+  try {
+    const body = await res.json();
+    if (body?.error?.message) message = body.error.message;
+  } catch {}
+  return { code: res.status === 401 ? 4100 : 1006, reason: message };
+}
+
+/**
+ * HTTP streaming (`POST /connection/stream`, NDJSON) or SSE (`GET
+ * /connection/sse`, EventSource): one long response carries replies and
+ * pushes; later commands go up as `POST /connection/send` with the
+ * session token of the connect reply.
+ */
+class StreamTransport {
+  constructor(client, url, kind) {
+    this.client = client;
+    this.kind = kind;
+    this.base = httpBase(url);
+    this.stats = client._stats(kind);
+    this.fetch = client.options.fetch || globalThis.fetch.bind(globalThis);
+    this.readyState = 0;
+    this.session = null;
+    this.queue = [];
+    this.sending = false;
+    this.abort = new AbortController();
+    this.source = null;
+    // Like a WebSocket, opened "soon": the client then sends `connect`.
+    setTimeout(() => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.onopen?.();
+    }, 0);
+  }
+
+  send(text) {
+    if (this.readyState !== 1) return;
+    if (!this.started) {
+      this.started = true;
+      if (this.kind === "sse") this._sse(text);
+      else this._stream(text);
+      return;
+    }
+    this.queue.push(text);
+    this._flush();
+  }
+
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.abort.abort();
+    this.source?.close();
+  }
+
+  _fail(code, reason) {
+    if (this.readyState === 3) return;
+    this.close();
+    this.onclose?.({ code, reason });
+  }
+
+  // One line of the stream: a reply, a push, or the server's goodbye.
+  _message(text) {
+    if (this.readyState !== 1 || !text.trim()) return;
+    let msg;
+    try {
+      msg = JSON.parse(text);
+    } catch {
+      return this._fail(1006, "not JSON on the stream");
+    }
+    if (msg.disconnect) return this._fail(msg.disconnect.code, msg.disconnect.reason || "");
+    this.stats.messages++;
+    if (!this.session && msg.result?.session) {
+      this.session = msg.result.session;
+      this._flush();
+    }
+    this.onmessage?.({ data: text });
+  }
+
+  async _stream(connect) {
+    const stats = this.stats;
+    stats.requests++;
+    stats.bytesSent += utf8Length(connect);
+    let res;
+    try {
+      res = await this.fetch(`${this.base}/stream`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: connect,
+        cache: "no-store",
+        signal: this.abort.signal,
+      });
+    } catch {
+      return this._fail(1006, "stream failed");
+    }
+    if (!res.ok) {
+      const { code, reason } = await httpFailure(res);
+      return this._fail(code, reason);
+    }
+    const reader = res.body.getReader();
+    const decoder = new TextDecoder();
+    let buffered = "";
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        stats.bytesReceived += value.length;
+        buffered += decoder.decode(value, { stream: true });
+        const lines = buffered.split("\n");
+        buffered = lines.pop();
+        for (const line of lines) this._message(line);
+        this.client._lastSeen = Date.now(); // keepalive lines count as life
+      }
+    } catch {}
+    // A stream that ends without a `disconnect` was cut.
+    this._fail(1006, "stream ended");
+  }
+
+  _sse(connect) {
+    const ES = this.client.options.EventSource || globalThis.EventSource;
+    const url = `${this.base}/sse?connect=${encodeURIComponent(connect)}`;
+    this.stats.requests++;
+    this.stats.bytesSent += utf8Length(url);
+    let source;
+    try {
+      source = this.source = new ES(url);
+    } catch {
+      return setTimeout(() => this._fail(1006, "sse failed"), 0);
+    }
+    source.onmessage = (e) => {
+      // "data: " and the blank line after it; `id:` lines not counted.
+      this.stats.bytesReceived += utf8Length(e.data) + 8;
+      this._message(e.data);
+    };
+    // EventSource would reconnect by itself, with a new session and no
+    // recovery: the client reconnects instead, and resubscribes.
+    source.onerror = () => this._fail(1006, "sse stream lost");
+  }
+
+  // Commands go up in order, one POST at a time, as many per POST as have
+  // queued meanwhile.
+  async _flush() {
+    if (this.sending || !this.session || !this.queue.length || this.readyState !== 1) return;
+    this.sending = true;
+    const commands = this.queue.splice(0, 64);
+    const body = `{"session":${JSON.stringify(this.session)},"commands":[${commands.join(",")}]}`;
+    this.stats.requests++;
+    this.stats.bytesSent += utf8Length(body);
+    try {
+      const res = await this.fetch(`${this.base}/send`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body,
+        cache: "no-store",
+        signal: this.abort.signal,
+      });
+      const text = await res.text();
+      this.stats.bytesReceived += utf8Length(text);
+      // 404: the session ended; 403: not ours; 421: its node is gone.
+      if (!res.ok) return this._fail(1006, `send: HTTP ${res.status}`);
+    } catch {
+      return this._fail(1006, "send failed");
+    } finally {
+      this.sending = false;
+    }
+    this._flush();
+  }
+}
+
+/**
+ * Long polling (`wait` > 0) and polling (a request every `pollInterval`
+ * ms): `POST /connection/poll` with a cursor per channel. There is no
+ * session on the server, so this side answers `connect`, `subscribe`,
+ * `unsubscribe` and `refresh` itself, from the polls' answers, in the shape
+ * the server would; `publish`, `presence`, `history` and `ping` ride in
+ * the next poll.
+ */
+class PollTransport {
+  constructor(client, url, kind) {
+    this.client = client;
+    this.kind = kind;
+    this.url = `${httpBase(url)}/poll`;
+    this.stats = client._stats(kind);
+    this.fetch = client.options.fetch || globalThis.fetch.bind(globalThis);
+    this.readyState = 0;
+    /** channel -> the position to poll from ({} for "from now on") */
+    this.cursors = new Map();
+    /** channel -> {id, recover} of a subscribe waiting for its first answer */
+    this.subscribing = new Map();
+    this.commands = [];
+    this.pollId = null; // the server's name for this poller, sent back
+    this.connectId = null;
+    this.inflight = null; // {abort, held}
+    this.timer = null;
+    setTimeout(() => {
+      if (this.readyState !== 0) return;
+      this.readyState = 1;
+      this.onopen?.();
+    }, 0);
+  }
+
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.inflight?.abort.abort();
+    clearTimeout(this.timer);
+  }
+
+  _fail(code, reason) {
+    if (this.readyState === 3) return;
+    this.close();
+    this.onclose?.({ code, reason });
+  }
+
+  _reply(id, result, error) {
+    const msg = error ? { id, error } : { id, result };
+    queueMicrotask(() => this.readyState === 1 && this.onmessage?.({ data: JSON.stringify(msg) }));
+  }
+
+  send(text) {
+    if (this.readyState !== 1) return;
+    const cmd = JSON.parse(text);
+    const id = cmd.id;
+    if (cmd.connect) {
+      this.token = cmd.connect.token;
+      this.name = cmd.connect.name;
+      this.connectId = id;
+      return this._now();
+    }
+    if (cmd.subscribe) {
+      const { channel, recover, epoch, offset } = cmd.subscribe;
+      if (this.cursors.has(channel)) return this._reply(id, null, { code: 105, message: "already subscribed" });
+      this.cursors.set(channel, recover ? { epoch, offset } : {});
+      this.subscribing.set(channel, { id, recover: !!recover });
+      return this._now();
+    }
+    if (cmd.unsubscribe) {
+      const known = this.cursors.delete(cmd.unsubscribe.channel);
+      this.subscribing.delete(cmd.unsubscribe.channel);
+      return known ? this._reply(id, {}) : this._reply(id, null, { code: 106, message: "not subscribed" });
+    }
+    if (cmd.refresh) {
+      // Checked by the server on the next poll (401 if bad).
+      this.token = cmd.refresh.token;
+      return this._reply(id, {});
+    }
+    this.commands.push(text);
+    this._now();
+  }
+
+  // Something to ask now: stop waiting for the held poll (its answer would
+  // be refetched from the same cursors) and poll at once.
+  _now() {
+    clearTimeout(this.timer);
+    this.timer = null;
+    if (this.inflight?.held) this.inflight.abort.abort();
+    if (!this.inflight) queueMicrotask(() => this._poll());
+  }
+
+  async _poll() {
+    if (this.readyState !== 1 || this.inflight) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    // A new channel the server refuses fails the whole poll (403), after
+    // its commands ran: commands wait until no subscription is new, so a
+    // refused one cannot take their replies with it.
+    const commands = this.subscribing.size ? [] : this.commands.splice(0, 64);
+    const urgent = commands.length > 0 || this.subscribing.size > 0 || this.connectId !== null;
+    const wait = this.kind === "longpoll" && !urgent ? this.client.options.pollWait : 0;
+    const sent = new Map(this.cursors);
+    const body = { channels: Object.fromEntries(sent), wait };
+    if (this.token !== undefined) body.token = this.token;
+    if (this.name !== undefined) body.name = this.name;
+    if (this.pollId !== null) body.client = this.pollId;
+    let text = JSON.stringify(body);
+    if (commands.length) text = `${text.slice(0, -1)},"commands":[${commands.join(",")}]}`;
+    const inflight = (this.inflight = { abort: new AbortController(), held: wait > 0 });
+    const deadline = setTimeout(() => inflight.abort.abort("timeout"), wait * 1000 + this.client.options.timeout);
+    this.stats.requests++;
+    this.stats.bytesSent += utf8Length(text);
+    let res, answer;
+    try {
+      res = await this.fetch(this.url, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: text,
+        cache: "no-store",
+        signal: inflight.abort.signal,
+      });
+      const got = await res.text();
+      this.stats.bytesReceived += utf8Length(got);
+      if (res.ok) answer = JSON.parse(got);
+      else {
+        let error = {};
+        try {
+          error = JSON.parse(got).error || {};
+        } catch {}
+        answer = { status: res.status, error };
+      }
+    } catch (e) {
+      answer = { aborted: inflight.abort.signal.aborted && inflight.abort.signal.reason !== "timeout" };
+    } finally {
+      clearTimeout(deadline);
+      this.inflight = null;
+    }
+    if (this.readyState !== 1) return;
+    if (answer.aborted && inflight.held) return this._poll(); // by _now(): ask again
+    if (answer.error) return this._refused(answer);
+    if (!answer.channels) return this._fail(1006, answer.status ? `poll: HTTP ${answer.status}` : "poll failed");
+    this.client._lastSeen = Date.now();
+    this._answer(answer, sent);
+    // Queued meanwhile, or a new subscription: at once. No channel: nothing
+    // to wait for (the server would answer at once, again and again) until
+    // the next command.
+    if (this.commands.length || this.subscribing.size || this.connectId !== null) this._now();
+    else if (!this.cursors.size) return;
+    else if (this.kind === "longpoll") this._poll();
+    else this.timer = setTimeout(() => this._poll(), this.client.options.pollInterval);
+  }
+
+  // 401: the token (as over WebSocket, 4100). 403 (or 413: too many
+  // subscriptions): a channel of the request is refused, and the whole
+  // request with it. A new subscription is to blame: the one the message
+  // names ("chat:x: permission denied"), else the newest; the others are
+  // tried again.
+  _refused({ status, error }) {
+    if (status === 401) return this._fail(4100, error.message || "unauthorized");
+    const pending = [...this.subscribing.keys()];
+    const named = pending.find((c) => String(error.message).startsWith(`${c}: `));
+    const blamed = named ?? pending.pop();
+    if ((status === 403 || status === 413) && blamed !== undefined) {
+      const { id } = this.subscribing.get(blamed);
+      this.subscribing.delete(blamed);
+      this.cursors.delete(blamed);
+      this._reply(id, null, { code: error.code || 103, message: error.message || "permission denied" });
+      return this._now();
+    }
+    this._fail(1006, `poll: HTTP ${status}`);
+  }
+
+  _answer(answer, sent) {
+    this.pollId = answer.client ?? this.pollId;
+    if (this.connectId !== null) {
+      const id = this.connectId;
+      this.connectId = null;
+      this.onmessage?.({ data: JSON.stringify({ id, result: { client: this.pollId, version: "", ping: 0 } }) });
+    }
+    for (const r of answer.replies || []) this._deliver(r);
+    const messages = answer.messages || [];
+    const taken = new Set();
+    for (const [channel, position] of Object.entries(answer.channels)) {
+      // Moved on only if still polled from where this poll asked.
+      if (!sent.has(channel) || this.cursors.get(channel) !== sent.get(channel)) continue;
+      this.cursors.set(channel, position);
+      const subscribing = this.subscribing.get(channel);
+      if (!subscribing) continue;
+      this.subscribing.delete(channel);
+      const mine = messages.filter((m) => m.push?.channel === channel);
+      const result = { epoch: position.epoch, offset: position.offset };
+      if (subscribing.recover) {
+        result.recovered = !mine.some((m) => m.push.gap);
+        result.publications = mine.filter((m) => m.push.pub).map((m) => m.push.pub);
+      }
+      this._deliver({ id: subscribing.id, result });
+      for (const m of mine) taken.add(m);
+    }
+    for (const m of messages) if (!taken.has(m)) this._deliver(m);
+  }
+
+  _deliver(msg) {
+    if (this.readyState !== 1) return;
+    this.stats.messages++;
+    this.onmessage?.({ data: JSON.stringify(msg) });
+  }
+}
+
 /**
  * A connection to a Herald server, with its subscriptions.
  *
  * Events (`on`): "connected" ({client, version, ping}), "disconnected"
  * ({code, reason, reconnectIn}: reconnectIn is null when it will not
- * reconnect), "state" ("disconnected" | "connecting" | "connected"),
- * "error" (an Error).
+ * reconnect, 0 when falling back to the next transport), "state"
+ * ("disconnected" | "connecting" | "connected"), "transport" ({transport,
+ * previous}: connected over another transport than last time), "error"
+ * (an Error).
  */
 export class Herald {
   /**
@@ -179,11 +655,26 @@ export class Herald {
    * @param {number} [options.maxReconnectDelay] ms, default 20000
    * @param {number} [options.timeout] ms to wait for a reply, default 10000
    * @param {number} [options.pingGrace] ms to wait for a heartbeat reply, default 5000
+   * @param {string[]} [options.transports] the transports to try, in order: "websocket", "stream"
+   *   (HTTP streaming), "sse", "longpoll", "poll" (a request every `pollInterval`); default all
+   *   but "poll". One name forces that transport.
+   * @param {number} [options.openTimeout] ms a transport has to answer `connect` before the next
+   *   one is tried, default 2500 (the last one gets `timeout`)
+   * @param {number} [options.websocketRetry] ms between attempts to get back to WebSocket while on
+   *   another transport (doubling while they fail), default 60000; 0: never
+   * @param {number} [options.pollInterval] ms between polls of "poll", default 2000
+   * @param {number} [options.pollWait] s a long poll may be held by the server, default 25
    * @param {typeof WebSocket} [options.WebSocket] a WebSocket implementation (tests, Node)
+   * @param {typeof EventSource} [options.EventSource] an EventSource implementation
+   * @param {typeof fetch} [options.fetch] a fetch implementation
+   * @param {Storage | null} [options.storage] where the transport that worked is remembered,
+   *   default sessionStorage; null: nowhere
    */
   constructor(url, options = {}) {
     this.url = url;
-    this.options = { ...DEFAULTS, ...options };
+    // An option given as undefined keeps its default.
+    this.options = { ...DEFAULTS };
+    for (const [key, value] of Object.entries(options)) if (value !== undefined) this.options[key] = value;
     /** "disconnected" | "connecting" | "connected" */
     this.state = "disconnected";
     /** This connection's client id (from the connect result), or null. @type {string | null} */
@@ -198,6 +689,21 @@ export class Herald {
     this._attempt = 0;
     this._timers = new Set();
     this._lastSeen = 0;
+    /** The transport of the current (or last) connection, or null before the first. @type {string | null} */
+    this.transport = null;
+    /** Requests, bytes sent and received, messages received, per transport. @type {Object<string, Stats>} */
+    this.stats = {};
+    const allowed = this.options.transports.filter((t) => TRANSPORTS.includes(t));
+    if (!allowed.length) throw new Error(`no known transport in ${JSON.stringify(this.options.transports)}`);
+    this._storageKey = `herald.transport ${url}`;
+    let remembered = null;
+    try {
+      remembered = this._storage()?.getItem(this._storageKey);
+    } catch {}
+    // Start with the one that worked last in this browser session.
+    this._order = allowed.includes(remembered) ? [remembered, ...allowed.filter((t) => t !== remembered)] : allowed;
+    this._index = 0;
+    this._probeDelay = this.options.websocketRetry;
   }
 
   /**
@@ -227,7 +733,7 @@ export class Herald {
    * Subscribes to `channel`, now if connected and again after every reconnect.
    * @param {string} channel
    * @param {object} [handlers]
-   * @param {(p: {channel: string, epoch: string, offset: number, data: any, info?: object, recovered: boolean}) => void} [handlers.onPublication]
+   * @param {(p: {channel: string, epoch: string, offset: number, data: any, info?: object, time?: number, recovered: boolean}) => void} [handlers.onPublication]
    * @param {(info: {client: string, user: string, name?: string}) => void} [handlers.onJoin]
    * @param {(info: {client: string, user: string, name?: string}) => void} [handlers.onLeave]
    * @param {(result: object) => void} [handlers.onSubscribed] after every successful (re)subscribe
@@ -277,6 +783,19 @@ export class Herald {
 
   // ----- internals ---------------------------------------------------------
 
+  _storage() {
+    if (this.options.storage !== undefined) return this.options.storage;
+    try {
+      return globalThis.sessionStorage ?? null;
+    } catch {
+      return null; // sandboxed frames throw
+    }
+  }
+
+  _stats(name) {
+    return (this.stats[name] ||= new Stats());
+  }
+
   _emit(event, arg) {
     for (const fn of this._listeners[event] || []) {
       try {
@@ -319,19 +838,23 @@ export class Herald {
       return;
     }
     if (!this._wanted) return this._setState("disconnected"); // disconnect() meanwhile
-    const WS = this.options.WebSocket || globalThis.WebSocket;
+    this._token = token;
+    const name = this._order[this._index];
     let ws;
     try {
-      ws = new WS(this.url);
+      if (name === "websocket") ws = new WebSocketTransport(this, this.url);
+      else if (name === "stream" || name === "sse") ws = new StreamTransport(this, this.url, name);
+      else ws = new PollTransport(this, this.url, name);
     } catch (e) {
       this._emit("error", e);
-      this._retry(1006, "");
+      this._ws = { readyState: 3, close() {} };
+      this._closed(1006, String(e?.message || e));
       return;
     }
     this._ws = ws;
     ws.onmessage = (e) => this._receive(e.data);
     ws.onclose = (e) => this._closed(e.code, e.reason);
-    ws.onerror = () => this._emit("error", new Error(`websocket error on ${this.url}`));
+    ws.onerror = () => this._emit("error", new Error(`${name} error on ${this.url}`));
     ws.onopen = () => {
       const connect = {};
       if (token !== undefined) connect.token = token;
@@ -345,8 +868,10 @@ export class Herald {
         },
       );
     };
-    // Covers the TCP and WebSocket handshakes and the connect reply.
-    this._connectTimer = this._timer(this.options.timeout, () => {
+    // Covers the TCP and WebSocket handshakes and the connect reply; short
+    // while another transport is left to try.
+    const last = this._index === this._order.length - 1;
+    this._connectTimer = this._timer(last ? this.options.timeout : this.options.openTimeout, () => {
       if (this._ws === ws && this.state === "connecting") this._closed(1006, "connect timeout");
     });
   }
@@ -357,6 +882,18 @@ export class Herald {
     this._attempt = 0;
     this.clientId = result.client;
     this._setState("connected");
+    const name = this._order[this._index];
+    if (this.transport !== name) {
+      const previous = this.transport;
+      this.transport = name;
+      this._emit("transport", { transport: name, previous });
+    }
+    try {
+      this._storage()?.setItem(this._storageKey, name);
+    } catch {}
+    if (name !== "websocket" && this._order.includes("websocket") && this.options.websocketRetry > 0) {
+      this._timer(this._probeDelay, () => this._probe());
+    }
     if (result.ping > 0) {
       this._pinger = setInterval(() => this._ping(), result.ping * 1000);
     }
@@ -394,6 +931,54 @@ export class Herald {
     } catch (e) {
       if (e.code !== "disconnected") this._emit("error", e);
     }
+  }
+
+  // On another transport: can WebSocket get through now? A trial
+  // connection that gets its connect reply says yes; then the client
+  // reconnects over WebSocket at once (and recovers, as after any
+  // reconnect).
+  _probe() {
+    let ws;
+    try {
+      ws = new WebSocketTransport(this, this.url);
+    } catch {
+      return;
+    }
+    let done = false;
+    const finish = (ok) => {
+      if (done) return;
+      done = true;
+      clearTimeout(timer);
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        if (ws.readyState < 2) ws.close(1000);
+      } catch {}
+      if (this.state !== "connected" || !this._wanted || this.transport === "websocket") return;
+      if (!ok) {
+        this._probeDelay = Math.min(this._probeDelay * 2, 600000);
+        this._timer(this._probeDelay, () => this._probe());
+        return;
+      }
+      this._probeDelay = this.options.websocketRetry;
+      this._index = this._order.indexOf("websocket");
+      this._switching = true;
+      this._closed(1000, "switching to websocket");
+    };
+    const timer = setTimeout(() => finish(false), this.options.openTimeout);
+    ws.onopen = () => {
+      const connect = {};
+      if (this._token !== undefined) connect.token = this._token;
+      if (this.options.name !== undefined) connect.name = this.options.name;
+      ws.send(JSON.stringify({ id: 1, connect }));
+    };
+    ws.onmessage = (e) => {
+      let msg = {};
+      try {
+        msg = JSON.parse(e.data);
+      } catch {}
+      finish(msg.id === 1 && !!msg.result);
+    };
+    ws.onclose = () => finish(false);
   }
 
   _ping() {
@@ -466,6 +1051,7 @@ export class Herald {
   _closed(code, reason) {
     const ws = this._ws;
     if (!ws) return;
+    const wasConnected = this.state === "connected";
     this._ws = null;
     ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
     // A close we start does not wait for the closing handshake: a dead
@@ -479,11 +1065,24 @@ export class Herald {
     }
     this._pending.clear();
     for (const sub of this.subscriptions.values()) sub.state = "unsubscribed";
+    // Never connected and lost (refused upgrade, blocked, cut, silent):
+    // this transport does not get through; the next one is tried at once.
+    if (!wasConnected && code === 1006 && this._wanted) {
+      if (this._index < this._order.length - 1) {
+        this._index++;
+        this._emit("disconnected", { code, reason, reconnectIn: 0 });
+        this._open();
+        return;
+      }
+      this._index = 0; // none did: from the first again, after a backoff
+    }
     this._retry(code, reason);
   }
 
   _retry(code, reason) {
-    const delay = this._wanted ? reconnectDelay(code, reason, this._attempt, this.options) : null;
+    let delay = this._wanted ? reconnectDelay(code, reason, this._attempt, this.options) : null;
+    if (this._switching && this._wanted) delay = 0;
+    this._switching = false;
     this._setState("disconnected");
     this._emit("disconnected", { code, reason, reconnectIn: delay });
     if (delay === null) {

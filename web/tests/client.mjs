@@ -1,6 +1,7 @@
 #!/usr/bin/env node
-// herald.js in isolation: the reconnect, recovery and heartbeat logic
-// against a scripted fake server (no network, no browser).
+// herald.js in isolation: the reconnect, recovery, heartbeat and
+// transport fallback logic against a scripted fake server and a fake fetch
+// (no network, no browser).
 //
 //   node web/tests/client.mjs
 //
@@ -127,6 +128,9 @@ function setup(options = {}) {
     minReconnectDelay: 20,
     maxReconnectDelay: 200,
     WebSocket: server.WebSocket,
+    // The fallbacks would reach for the network: this fake speaks WebSocket only.
+    transports: ["websocket"],
+    storage: null,
     ...options,
   });
   const events = [];
@@ -137,6 +141,101 @@ function setup(options = {}) {
 }
 
 const pub = (offset, text) => ({ offset, data: { text } });
+
+/** A fetch Response as herald.js reads it. */
+function response(status, body) {
+  const text = typeof body === "string" ? body : JSON.stringify(body);
+  return { ok: status >= 200 && status < 300, status, text: async () => text, json: async () => JSON.parse(text) };
+}
+
+/**
+ * A scripted HTTP side: `POST /connection/poll` answered by `onPoll(body)`
+ * (a {status, body} or a promise of one), `POST /connection/stream` by a
+ * body whose lines the test writes (`streams[i].write(line)`, `.end()`),
+ * `POST /connection/send` recorded.
+ */
+class FakeHttp {
+  constructor() {
+    this.polls = [];
+    this.sends = [];
+    this.streams = [];
+    this.onPoll = (body) => ({ status: 200, body: { client: "p1", channels: positions(body), messages: [] } });
+  }
+
+  get fetch() {
+    return async (url, init) => {
+      const path = new URL(url).pathname;
+      if (path === "/connection/poll") {
+        const body = JSON.parse(init.body);
+        this.polls.push(body);
+        const { status, body: answer } = await this.onPoll(body, init);
+        return response(status, answer);
+      }
+      if (path === "/connection/send") {
+        this.sends.push(JSON.parse(init.body));
+        return response(202, {});
+      }
+      if (path === "/connection/stream") {
+        const queue = [];
+        let wake = null;
+        const stream = {
+          connect: JSON.parse(init.body),
+          write: (line) => {
+            queue.push(new TextEncoder().encode(line + "\n"));
+            wake?.();
+          },
+          end: () => {
+            queue.push(null);
+            wake?.();
+          },
+        };
+        this.streams.push(stream);
+        const reader = {
+          read: async () => {
+            while (!queue.length) await new Promise((r) => (wake = r));
+            const value = queue.shift();
+            return value === null ? { done: true } : { value, done: false };
+          },
+        };
+        return { ok: true, status: 200, body: { getReader: () => reader } };
+      }
+      throw new TypeError("fetch failed");
+    };
+  }
+}
+
+/** Every channel of a poll at offset 0 of epoch "e1", or where it asked from. */
+function positions(body) {
+  return Object.fromEntries(Object.entries(body.channels).map(([c, p]) => [c, { epoch: "e1", offset: p.offset ?? 0 }]));
+}
+
+/** A WebSocket that can never connect: a proxy's 403 to the upgrade. */
+class RefusedSocket {
+  static opened = 0;
+  constructor() {
+    RefusedSocket.opened++;
+    this.readyState = 0;
+    setTimeout(() => {
+      this.readyState = 3;
+      this.onclose?.({ code: 1006, reason: "" });
+    }, 1);
+  }
+  send() {}
+  close() {}
+}
+
+/** sessionStorage, in memory. */
+class MemoryStorage {
+  constructor() {
+    this.map = new Map();
+  }
+  getItem(k) {
+    return this.map.get(k) ?? null;
+  }
+  setItem(k, v) {
+    this.map.set(k, String(v));
+  }
+}
 
 const checks = {
   // The close code table of docs/protocol.md.
@@ -455,6 +554,176 @@ const checks = {
     await until(() => client.subscriptions.get("chat:t").state === "subscribed", 1000, "resubscribed");
     assertEq(server.subscribes()[1], { channel: "chat:t", recover: true, epoch: "e1", offset: 4 }, "recover");
     client.disconnect();
+  },
+  // WebSocket refused: HTTP streaming next, at once; the transport is
+  // remembered, and a second client of the same URL starts with it.
+  async falls_back_and_remembers() {
+    const http = new FakeHttp();
+    const storage = new MemoryStorage();
+    const options = { WebSocket: RefusedSocket, fetch: http.fetch, storage, websocketRetry: 0, minReconnectDelay: 20 };
+    const client = new Herald("ws://fake/connection/websocket", options);
+    const events = [];
+    client.on("transport", (t) => events.push(t));
+    client.on("disconnected", (d) => events.push(d.reconnectIn));
+    client.subscribe("chat:a");
+    RefusedSocket.opened = 0;
+    client.connect();
+    await until(() => http.streams.length === 1, 1000, "a stream");
+    const stream = http.streams[0];
+    assertEq(stream.connect.connect, {}, "the connect command is the stream's body");
+    stream.write(JSON.stringify({ id: stream.connect.id, result: { client: "7", version: "t", ping: 0, session: "S1" } }));
+    await until(() => client.state === "connected", 1000, "connected");
+    assertEq([client.transport, events], ["stream", [0, { transport: "stream", previous: null }]], "fell back at once");
+    assertEq(storage.getItem("herald.transport ws://fake/connection/websocket"), "stream", "remembered");
+    // The subscribe goes up as a POST with the session token.
+    await until(() => http.sends.length === 1, 1000, "a send");
+    assertEq(http.sends[0].session, "S1", "session token");
+    assertEq(http.sends[0].commands.map((c) => Object.keys(c)[1]), ["subscribe"], "commands");
+    // The server's goodbye closes with its code.
+    stream.write(JSON.stringify({ disconnect: { code: 4001, reason: "slow consumer" } }));
+    await until(() => events.filter((e) => typeof e === "number").length === 2, 1000, "disconnected");
+    assert(events.at(-1) > 0, `reconnects after 4001: ${events.at(-1)}`);
+    client.disconnect();
+
+    const second = new Herald("ws://fake/connection/websocket", options);
+    RefusedSocket.opened = 0;
+    second.connect();
+    await until(() => http.streams.length >= 2, 1000, "second client's stream");
+    assertEq(RefusedSocket.opened, 0, "no WebSocket tried");
+    second.disconnect();
+  },
+
+  async stream_disconnect_message_is_the_close() {
+    const http = new FakeHttp();
+    const client = new Herald("ws://fake/connection/websocket", {
+      transports: ["stream"],
+      fetch: http.fetch,
+      storage: null,
+    });
+    const closes = [];
+    client.on("disconnected", (d) => closes.push([d.code, d.reason]));
+    client.connect();
+    await until(() => http.streams.length === 1, 1000, "a stream");
+    const s = http.streams[0];
+    s.write(JSON.stringify({ id: s.connect.id, result: { client: "1", version: "t", ping: 0, session: "S" } }));
+    await until(() => client.state === "connected", 1000, "connected");
+    s.write(JSON.stringify({ disconnect: { code: 4101, reason: "bad request" } }));
+    await until(() => closes.length === 1, 1000, "closed");
+    assertEq(closes, [[4101, "bad request"]], "the disconnect message's code");
+    await sleep(50);
+    assertEq(http.streams.length, 1, "no reconnect after 4101");
+    // A stream that just ends was cut: 1006, reconnect.
+    client.connect();
+    await until(() => http.streams.length === 2, 1000, "second stream");
+    const s2 = http.streams[1];
+    s2.write(JSON.stringify({ id: s2.connect.id, result: { client: "2", version: "t", ping: 0, session: "S2" } }));
+    await until(() => client.state === "connected", 1000, "connected again");
+    s2.end();
+    await until(() => closes.length === 2, 1000, "cut");
+    assertEq(closes[1][0], 1006, "cut stream");
+    client.disconnect();
+  },
+
+  // Polling: connect, subscribe and recovery answered from polls; a gap
+  // push reaches onGap; publish rides in a poll; a refused channel fails
+  // only its own subscription and never takes commands with it.
+  async poll_subscribe_recover_gap_and_refusal() {
+    const http = new FakeHttp();
+    const client = new Herald("ws://fake/connection/websocket", {
+      transports: ["poll"],
+      pollInterval: 30,
+      fetch: http.fetch,
+      storage: null,
+      minReconnectDelay: 20,
+    });
+    const seen = [];
+    const gaps = [];
+    const errors = [];
+    client.subscribe("chat:p", {
+      onPublication: (p) => seen.push([p.offset, p.data.text, p.recovered]),
+      onGap: (r) => gaps.push([r.epoch, r.offset]),
+    });
+    client.connect();
+    await until(() => client.subscriptions.get("chat:p").state === "subscribed", 1000, "subscribed");
+    assertEq([client.clientId, client.transport], ["p1", "poll"], "connected by a poll");
+    assertEq(http.polls[0].channels, {}, "the first poll asks for nothing");
+    const asked = http.polls.find((b) => b.channels["chat:p"]);
+    assertEq([asked.channels["chat:p"], asked.wait], [{}, 0], "from now on, at once");
+
+    // Two publications, then a gap.
+    http.onPoll = (body) => {
+      const at = body.channels["chat:p"];
+      if (at.offset === 0) {
+        return { status: 200, body: { client: "p1", channels: { "chat:p": { epoch: "e1", offset: 2 } }, messages: [
+          { push: { channel: "chat:p", epoch: "e1", pub: pub(1, "a") } },
+          { push: { channel: "chat:p", epoch: "e1", pub: pub(2, "b") } },
+        ] } };
+      }
+      if (at.offset === 2) {
+        return { status: 200, body: { client: "p1", channels: { "chat:p": { epoch: "e2", offset: 9 } }, messages: [
+          { push: { channel: "chat:p", gap: { epoch: "e2", offset: 9 } } },
+        ] } };
+      }
+      return { status: 200, body: { client: "p1", channels: positions(body), messages: [] } };
+    };
+    await until(() => gaps.length === 1, 1000, "gap");
+    assertEq(seen, [[1, "a", false], [2, "b", false]], "publications");
+    assertEq(gaps, [["e2", 9]], "onGap");
+    const sub = client.subscriptions.get("chat:p");
+    assertEq([sub.epoch, sub.offset], ["e2", 9], "continues from the channel's position");
+
+    // A publish and a refused subscription at once.
+    http.onPoll = (body) => {
+      if (body.channels["chat:nope"]) {
+        assert(!body.commands, "no commands beside a new subscription");
+        return { status: 403, body: { error: { code: 103, message: "chat:nope: permission denied" } } };
+      }
+      const replies = (body.commands || []).map((c) => ({ id: c.id, result: { epoch: "e2", offset: 10 } }));
+      return { status: 200, body: { client: "p1", replies, channels: positions(body), messages: [] } };
+    };
+    client.subscribe("chat:nope", { onError: (e) => errors.push(e.code) });
+    const published = client.publish("chat:p", { text: "hi" });
+    assertEq(await published, { epoch: "e2", offset: 10 }, "publish reply");
+    await until(() => errors.length === 1, 1000, "refused");
+    assertEq(errors, [103], "the refused subscription's error");
+    assertEq(http.polls.filter((b) => b.commands).length, 1, "the publish went up once");
+    assertEq(client.state, "connected", "still connected");
+    client.disconnect();
+  },
+
+  // Long polling is held by the server; a command does not wait for it.
+  async longpoll_command_does_not_wait_for_held_poll() {
+    const http = new FakeHttp();
+    const held = [];
+    const client = new Herald("ws://fake/connection/websocket", { transports: ["longpoll"], fetch: http.fetch, storage: null });
+    client.subscribe("chat:l");
+    http.onPoll = (body, init) => {
+      if (body.wait > 0) {
+        // Held until aborted.
+        return new Promise((_, reject) => {
+          held.push(body);
+          init.signal.addEventListener("abort", () => reject(new DOMException("aborted", "AbortError")));
+        });
+      }
+      const replies = (body.commands || []).map((c) => ({ id: c.id, result: {} }));
+      return { status: 200, body: { client: "p1", replies, channels: positions(body), messages: [] } };
+    };
+    client.connect();
+    await until(() => held.length === 1, 1000, "a held poll");
+    assertEq([held[0].wait, Object.keys(held[0].channels)], [25, ["chat:l"]], "held with the channel, pollWait");
+    const t0 = Date.now();
+    assertEq(await client.presence("chat:l").catch((e) => e.code), {}, "presence reply");
+    assert(Date.now() - t0 < 500, "answered without waiting for the held poll");
+    await until(() => held.length === 2, 1000, "held again");
+    client.disconnect();
+    // Without channels there is nothing to wait for: no poll at all.
+    const idle = new Herald("ws://fake/connection/websocket", { transports: ["longpoll"], fetch: http.fetch, storage: null });
+    const before = http.polls.length;
+    idle.connect();
+    await until(() => idle.state === "connected", 1000, "idle connected");
+    await sleep(100);
+    assertEq(http.polls.length - before, 1, "the connect poll only");
+    idle.disconnect();
   },
 };
 

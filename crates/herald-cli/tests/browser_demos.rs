@@ -8,8 +8,17 @@
 //! backend publishing through the HTTP API), the game (monsters move, a
 //! player's move reaches the other player), herald.js reconnecting after
 //! the server kicks it (POST /api/disconnect) and recovering what it missed,
-//! and, last, the server's graceful shutdown (SIGTERM): each page told to
-//! come back after its own "retry in N ms", and the server exiting 0.
+//! the QR-code login (the code decoded with jsQR, a blip between scan and
+//! confirm), herald.js getting back to WebSocket after a fallback, and,
+//! last, the server's graceful shutdown (SIGTERM): each page told to come
+//! back after its own "retry in N ms", and the server exiting 0.
+//!
+//! `demos_in_chromium_without_websocket` runs the same pages through
+//! web/tests/proxy.mjs, which refuses every WebSocket upgrade: herald.js
+//! falls back (within 3 s, remembered for the session), every demo works,
+//! and across outages of the push connection nothing is lost on HTTP
+//! streaming, SSE, long polling or polling, nor in the QR-code login on
+//! each of them.
 //!
 //! `client_reconnect_logic` runs web/tests/client.mjs: herald.js against a
 //! scripted fake server in Node (close codes, backoff, heartbeat, recovery
@@ -27,9 +36,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-/// The demo checks take about 15 s; the bound leaves room for a loaded CI
-/// machine.
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
+/// Each run of the demo checks takes 20 to 80 s; the bound is a hang guard
+/// with room for a loaded CI machine.
+const RUN_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn web_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web")
@@ -215,9 +224,12 @@ fn demos_in_chromium() {
     let run = node("demos.mjs", &[&server.url, "--server-pid", &pid]);
     run.assert_passed(&[
         "demos/chat",
+        "demos/chat_phone",
         "demos/quotes",
         "demos/game",
         "demos/reconnect",
+        "demos/qr_websocket",
+        "demos/websocket_comeback",
         "demos/shutdown",
     ]);
     // Drained (5 s window) and gone, cleanly.
@@ -236,6 +248,43 @@ fn demos_in_chromium() {
         status.success(),
         "herald serve exited with {status} after SIGTERM"
     );
+}
+
+#[test]
+fn demos_in_chromium_without_websocket() {
+    require_peers(true);
+    let server = Server::start();
+    let run = node("demos.mjs", &[&server.url, "--block-websocket"]);
+    run.assert_passed(&[
+        "blocked/chat",
+        "blocked/chat_transports",
+        "blocked/quotes",
+        "blocked/game",
+        "blocked/fallback",
+        "blocked/recovery_stream",
+        "blocked/recovery_sse",
+        "blocked/recovery_longpoll",
+        "blocked/recovery_poll",
+        "blocked/qr_stream",
+        "blocked/qr_sse",
+        "blocked/qr_longpoll",
+        "blocked/qr_poll",
+    ]);
+}
+
+/// `--token-secret`: the chat page says a token is required; the QR-code
+/// login, whose backend hands out a token for its one channel, works over
+/// WebSocket and SSE.
+#[test]
+fn demos_in_chromium_with_tokens() {
+    require_peers(true);
+    let server = Server::start_with(&["--token-secret", "browser-demos-secret-0123456789abcdef"]);
+    let run = node("demos.mjs", &[&server.url, "--token-required"]);
+    run.assert_passed(&[
+        "tokens/token_required",
+        "tokens/qr_websocket",
+        "tokens/qr_sse",
+    ]);
 }
 
 /// `--tls-cert/--tls-key`: Chromium, trusting the certificate by a pin of
@@ -288,6 +337,10 @@ fn client_reconnect_logic() {
         "client/unsubscribe_and_server_refusal",
         "client/batched_presence_calls_on_join_and_on_leave",
         "client/disconnect_then_connect_recovers",
+        "client/falls_back_and_remembers",
+        "client/stream_disconnect_message_is_the_close",
+        "client/poll_subscribe_recover_gap_and_refusal",
+        "client/longpoll_command_does_not_wait_for_held_poll",
     ]);
 }
 

@@ -281,6 +281,16 @@ impl Default for ServerConfig {
                 ..Default::default()
             },
         );
+        // The QR login demo's private channels (crate::demo_qr): pushed to
+        // by the server only, kept long enough to survive a blip.
+        namespaces.insert(
+            "qr".into(),
+            NamespaceConfig {
+                history_size: 8,
+                history_ttl: Duration::from_secs(300),
+                ..Default::default()
+            },
+        );
         Self {
             listen: ([127, 0, 0, 1], 8080).into(),
             token_secret: None,

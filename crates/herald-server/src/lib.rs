@@ -58,6 +58,7 @@ mod broker;
 mod config;
 mod delivery;
 mod demo;
+mod demo_qr;
 mod endpoint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -98,7 +98,8 @@ impl Server {
                 .route("/", get(|| async { Html(crate::demo::INDEX) }))
                 .route("/demo/chat", get(|| async { Html(crate::demo::CHAT) }))
                 .route("/demo/quotes", get(|| async { Html(crate::demo::QUOTES) }))
-                .route("/demo/game", get(|| async { Html(crate::demo::GAME) }));
+                .route("/demo/game", get(|| async { Html(crate::demo::GAME) }))
+                .merge(crate::demo_qr::routes(&self.hub));
         }
         if surface != Surface::Admin {
             router = router
