@@ -67,6 +67,9 @@ def main():
     out = opts.out or ROOT / "bench" / "results" / datetime.date.today().isoformat()
     out.mkdir(parents=True, exist_ok=True)
 
+    # The commit the binary is built from (recorded before building, so a
+    # commit made during the run does not take its place).
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     log("building herald (release)")
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "herald-cli"], cwd=ROOT, check=True)
     port = free_port()
@@ -100,7 +103,6 @@ def main():
         server.terminate()
         server.wait(timeout=30)
         config.unlink(missing_ok=True)
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     saved = {
         "commit": commit,
         "command": "bench/transports.py " + " ".join(sys.argv[1:]),
