@@ -356,6 +356,22 @@ async fn a_token_from_a_server_sharing_nothing_is_refused_cleanly() {
 }
 
 #[tokio::test]
+async fn a_refused_sse_connect_is_a_disconnect_event_eventsource_can_read() {
+    let mut c = transports_config();
+    c.token_secret = Some("a secret of at least thirty-two bytes!!".into());
+    let server = TestServer::start(c).await;
+    let connect = json!({"id": 1, "connect": {"token": "bad"}}).to_string();
+    let path = format!("/connection/sse?connect={}", urlencode(&connect));
+    let mut s = Streamed::open(server.addr, "GET", &path, &[], None).await;
+    assert_eq!(s.status, 200, "{}", s.head);
+    let (_, _, data) = s.event().await.expect("one event");
+    let goodbye: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(goodbye["disconnect"]["code"], 4100, "{goodbye}");
+    assert_eq!(s.event().await, None, "then the end");
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn a_stream_refuses_a_bad_connect_with_an_http_error() {
     let mut c = transports_config();
     c.token_secret = Some("a secret of at least thirty-two bytes!!".into());
@@ -504,6 +520,7 @@ async fn a_poller_is_present_until_its_grace_passes() {
     assert_eq!(r.status, 200, "{}", r.body);
     let join = watcher.push().await;
     assert_eq!(join["push"]["join"]["name"], "Poller", "{join}");
+    assert_eq!(join["push"]["join"]["client"], r.json()["id"], "{join}");
     let presence = server
         .http("GET", "/api/presence/chat:g", &[], None)
         .await

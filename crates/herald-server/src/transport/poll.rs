@@ -67,6 +67,8 @@ struct PollBody<'a> {
 #[derive(Serialize)]
 struct Answer {
     client: String,
+    /// The poller's client id in presence and join/leave pushes.
+    id: String,
     replies: Vec<Box<RawValue>>,
     channels: BTreeMap<String, Position>,
     messages: Vec<Box<RawValue>>,
@@ -225,6 +227,7 @@ async fn answer(server: &Server, req: Request) -> Result<Response, ApiError> {
     drop(session);
     server.sessions.pollers.ended(&lease, hub);
     let answer = Answer {
+        id: format!("p{}", lease.sid),
         client: lease.token,
         replies,
         channels: positions,

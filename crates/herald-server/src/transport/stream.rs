@@ -153,7 +153,22 @@ fn start(server: &Server, connect: &str, framing: Framing) -> Result<Response, A
         session: Some((&sessions.tokens, sid)),
         silent: false,
     };
-    let session = ClientSession::open(hub, &server.endpoints, connect, opening).map_err(refused)?;
+    let session = match ClientSession::open(hub, &server.endpoints, connect, opening) {
+        Ok(session) => session,
+        // EventSource cannot read an error status (its `error` event has
+        // none), so a refused SSE connect is said the stream's way: one
+        // `disconnect` message with the close code, then the end.
+        Err(d) if framing == Framing::Sse => {
+            let mut out = Vec::new();
+            if let Some((code, reason)) = close_frame(&d) {
+                Framing::Sse.goodbye(code.0, &reason, &mut out);
+            }
+            let (chunks, body) = mpsc::channel(1);
+            let _ = chunks.try_send(Bytes::from(out));
+            return Ok(streaming(framing.content_type(), body));
+        }
+        Err(d) => return Err(refused(d)),
+    };
     let (commands, inbox) = mpsc::channel(config.max_commands_per_post.max(1));
     sessions.streams().insert(sid, commands);
     let (chunks, body) = mpsc::channel::<Bytes>(4);
