@@ -602,7 +602,8 @@ class PollTransport {
     if (this.connectId !== null) {
       const id = this.connectId;
       this.connectId = null;
-      this.onmessage?.({ data: JSON.stringify({ id, result: { client: this.pollId, version: "", ping: 0 } }) });
+      // The presence id (p17), so the page can tell its own entry.
+      this.onmessage?.({ data: JSON.stringify({ id, result: { client: answer.id ?? this.pollId, version: "", ping: 0 } }) });
     }
     for (const r of answer.replies || []) this._deliver(r);
     const messages = answer.messages || [];
