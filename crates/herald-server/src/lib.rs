@@ -69,4 +69,4 @@ pub use demo::{ARENA, SYMBOLS};
 pub use endpoint::{Endpoint, Session};
 pub use hub::{History, Hub, Published};
 pub use metrics::Metrics;
-pub use server::{Server, WEBSOCKET_PATH};
+pub use server::{Server, WEBSOCKET_PATH, bind_threads};
