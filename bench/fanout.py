@@ -21,7 +21,7 @@ server. Two loads:
   otherwise never have more than one publication queued per subscriber.
 
 `--server-threads 1,2` adds `herald serve --threads 2` (key `herald-t2`)
-beside the one-thread run, with a ratio table of the two; `--server-cpus`
+beside the one-thread run (`2mt`: `--threads 2 --multi-thread`), with a ratio table of the two; `--server-cpus`
 and `--generator-cpus` change the pinning (see bench/README.md, "Threads",
 for what each placement measures on a 2-core machine).
 
@@ -70,12 +70,15 @@ def add_thread_counts(counts):
     """herald serve --threads N for each N of `counts` but 1, after the 1-thread entry."""
     at = next(i for i, s in enumerate(SERVERS) if s[0] == "herald")
     _, _, port, cmd, protocol = SERVERS[at]
-    for j, n in enumerate(c for c in counts if c != 1):
-        key = f"herald-t{n}"
-        SERVERS.insert(at + 1 + j, (key, f"herald serve ({n} threads)", port + 100 * (j + 1),
-                                    [*cmd[:-1], str(n)], protocol))
+    for j, c in enumerate(c for c in counts if c != "1"):
+        # "2mt": --threads 2 --multi-thread, tokio's multi-thread runtime.
+        n, mt = c.removesuffix("mt"), c.endswith("mt")
+        key = f"herald-t{c}"
+        label = f"herald serve ({n} threads{', tokio multi-thread' if mt else ''})"
+        SERVERS.insert(at + 1 + j, (key, label, port + 100 * (j + 1),
+                                    [*cmd[:-1], n, *(["--multi-thread"] if mt else [])], protocol))
         COLORS[key] = THREAD_COLORS[j % len(THREAD_COLORS)]
-    if 1 not in counts:
+    if "1" not in counts:
         del SERVERS[at]
 
 
@@ -473,7 +476,8 @@ def main():
     ap.add_argument("--skip-install", action="store_true")
     ap.add_argument("--out", help="results directory (default bench/results/<date>-fanout)")
     ap.add_argument("--server-threads", default="1",
-                    help="comma-separated thread counts of herald serve (1,2: both, side by side)")
+                    help="comma-separated thread counts of herald serve (1,2: both, side by side; "
+                         "2mt: 2 threads on tokio's multi-thread runtime)")
     ap.add_argument("--server-cpus", default=SERVER_CPU, help="taskset CPU list of the servers")
     ap.add_argument("--generator-cpus", default=CLIENT_CPU, help="taskset CPU list of the generator")
     ap.add_argument("--report-only", metavar="DIR", help="rewrite DIR's results.md and chart.svg from its results.json")
@@ -482,13 +486,13 @@ def main():
         d = Path(opts.report_only)
         saved = json.loads((d / "results.json").read_text())
         o = argparse.Namespace(**saved["options"])
-        add_thread_counts([int(n) for n in getattr(o, "server_threads", "1").split(",")])
+        add_thread_counts(getattr(o, "server_threads", "1").split(","))
         report(d, o, saved["machine"], saved["runs"], saved.get("elapsed", 0), o.quick)
         chart(saved["runs"], d / "chart.svg")
         return
     quick = opts.quick
     SERVER_CPU, CLIENT_CPU = opts.server_cpus, opts.generator_cpus
-    add_thread_counts([int(n) for n in opts.server_threads.split(",")])
+    add_thread_counts(opts.server_threads.split(","))
     opts.subscribers = opts.subscribers or (2000 if quick else 10_000)
     opts.duration = opts.duration or (5.0 if quick else 10.0)
     if not opts.skip_install:

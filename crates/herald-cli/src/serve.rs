@@ -59,6 +59,11 @@ pub(crate) struct Args {
     /// demos run on the first thread.
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     threads: Option<u16>,
+    /// With --threads N: tokio's multi-thread runtime of N workers and one
+    /// listener instead, the way herald serve ran before (for comparison
+    /// in benchmarks; DESIGN.md, "Threads").
+    #[arg(long)]
+    multi_thread: bool,
 }
 
 /// Defaults, then the file, then `HERALD_*` variables (`vars`), then flags;
@@ -145,8 +150,13 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     }
     // This thread is server thread 0; `serve_threads` starts the others,
     // each with a runtime of its own (DESIGN.md, "Threads").
-    crate::runtime(1)?.block_on(async move {
-        let listeners = herald_server::bind_threads(config.listen, threads)?;
+    let (runtime, sockets) = if args.multi_thread {
+        (crate::runtime(threads)?, 1)
+    } else {
+        (crate::runtime(1)?, threads)
+    };
+    runtime.block_on(async move {
+        let listeners = herald_server::bind_threads(config.listen, sockets)?;
         let addr = listeners[0].local_addr()?;
         let admin = match config.admin_listen {
             Some(a) => Some(crate::listen(a).map_err(|e| format!("admin listen on {a}: {e}"))?),
@@ -162,7 +172,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         } else {
             ("http", "ws")
         };
-        let on = if threads == 1 { "thread" } else { "threads" };
+        let on = match (threads, args.multi_thread) {
+            (1, _) => "thread",
+            (_, false) => "threads",
+            (_, true) => "threads, tokio multi-thread",
+        };
         eprintln!("herald serve: {http}://{addr}/ ({mode}; {threads} {on})");
         for warning in config.warnings() {
             eprintln!("  warning    {warning}");
