@@ -58,6 +58,7 @@ mod metrics;
 pub mod protocol;
 mod server;
 mod session;
+mod threads;
 mod transport;
 
 pub use auth::{

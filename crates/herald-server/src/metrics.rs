@@ -185,7 +185,7 @@ impl Metrics {
 
     /// The gauge of the server thread running the caller, if any.
     fn thread(&self) -> Option<Gauge> {
-        let thread = crate::server::thread_index()?.to_string();
+        let thread = crate::threads::index()?.to_string();
         Some(
             self.thread_connections
                 .get_or_create(&ThreadLabel { thread })

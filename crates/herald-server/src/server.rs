@@ -220,7 +220,10 @@ impl Server {
         let first_thread = (!threads.is_empty()
             && tokio::runtime::Handle::current().runtime_flavor()
                 == tokio::runtime::RuntimeFlavor::CurrentThread)
-            .then(|| ThreadIndex::set(0));
+            .then(|| {
+                let (home, drainer) = crate::threads::Home::set(0);
+                (home, tokio::spawn(drainer))
+            });
         let sweeper = tokio::spawn({
             let hub = hub.clone();
             async move {
@@ -295,7 +298,10 @@ impl Server {
         if let Some(d) = demos {
             d.abort();
         }
-        drop(first_thread);
+        if let Some((home, drainer)) = first_thread {
+            drainer.abort();
+            drop(home);
+        }
         public.and(admin).and(others)
     }
 
@@ -320,8 +326,9 @@ impl Server {
         std::thread::Builder::new()
             .name(format!("herald-{index}"))
             .spawn(move || {
-                let _index = ThreadIndex::set(index);
+                let (_home, drainer) = crate::threads::Home::set(index);
                 let result = runtime.block_on(async move {
+                    tokio::spawn(drainer);
                     let listener = TcpListener::from_std(listener)?;
                     let router = self.routes(surface);
                     let hub = self.hub.clone();
@@ -373,32 +380,6 @@ pub fn bind_threads(
         listeners.push(listener);
     }
     Ok(listeners)
-}
-
-thread_local! {
-    /// Which server thread this is, on the threads of
-    /// [`Server::serve_threads`]; labels `herald_thread_connections`.
-    static THREAD_INDEX: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) };
-}
-
-/// The index of the server thread running the caller, if it is one.
-pub(crate) fn thread_index() -> Option<usize> {
-    THREAD_INDEX.with(|t| t.get())
-}
-
-/// Marks the current thread as server thread `i` until dropped.
-struct ThreadIndex(Option<usize>);
-
-impl ThreadIndex {
-    fn set(i: usize) -> Self {
-        Self(THREAD_INDEX.with(|t| t.replace(Some(i))))
-    }
-}
-
-impl Drop for ThreadIndex {
-    fn drop(&mut self) {
-        THREAD_INDEX.with(|t| t.set(self.0));
-    }
 }
 
 /// Which routes a listener serves.
