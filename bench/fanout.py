@@ -3,6 +3,7 @@
 
     bench/fanout.py [--quick] [--subscribers N] [--duration S] [--rate R]
                     [--in-flight K] [--only SERVER,...] [--skip-install]
+                    [--server-threads 1,2] [--server-cpus 0] [--generator-cpus 1]
 
 One command from a fresh clone: builds herald and bench/peers in release
 mode, installs the Node peers from bench/package-lock.json (only when
@@ -19,6 +20,11 @@ server. Two loads:
   publication only after its fan-out (herald on one thread) would
   otherwise never have more than one publication queued per subscriber.
 
+`--server-threads 1,2` adds `herald serve --threads 2` (key `herald-t2`)
+beside the one-thread run (`2mt`: `--threads 2 --multi-thread`), with a ratio table of the two; `--server-cpus`
+and `--generator-cpus` change the pinning (see bench/README.md, "Threads",
+for what each placement measures on a 2-core machine).
+
 Servers: herald serve (one thread), the send-loop and combining baselines
 (bench/peers fanout-sendloop, fanout-combining), Node `ws` (fanout_ws.mjs)
 and Socket.IO 4 (fanout_socketio.mjs). Writes bench/results/<date>-fanout/
@@ -33,7 +39,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -55,6 +63,23 @@ SERVERS = [
 ]
 COLORS = {"herald": "#d62728", "sendloop": "#1f77b4", "combining": "#2ca02c",
           "socketio": "#8c564b", "ws": "#9467bd"}
+THREAD_COLORS = ["#ff7f0e", "#e377c2", "#bcbd22"]
+
+
+def add_thread_counts(counts):
+    """herald serve --threads N for each N of `counts` but 1, after the 1-thread entry."""
+    at = next(i for i, s in enumerate(SERVERS) if s[0] == "herald")
+    _, _, port, cmd, protocol = SERVERS[at]
+    for j, c in enumerate(c for c in counts if c != "1"):
+        # "2mt": --threads 2 --multi-thread, tokio's multi-thread runtime.
+        n, mt = c.removesuffix("mt"), c.endswith("mt")
+        key = f"herald-t{c}"
+        label = f"herald serve ({n} threads{', tokio multi-thread' if mt else ''})"
+        SERVERS.insert(at + 1 + j, (key, label, port + 100 * (j + 1),
+                                    [*cmd[:-1], n, *(["--multi-thread"] if mt else [])], protocol))
+        COLORS[key] = THREAD_COLORS[j % len(THREAD_COLORS)]
+    if "1" not in counts:
+        del SERVERS[at]
 
 
 def log(*a):
@@ -158,6 +183,33 @@ def generator(port, protocol, pid, opts, load):
     return out
 
 
+class ThreadGauges:
+    """Polls herald's /metrics during a run for herald_thread_connections{thread}:
+    the most connections each server thread held at once (how the kernel spread them)."""
+
+    def __init__(self, port):
+        self.url, self.most, self.stop = f"http://127.0.0.1:{port}/metrics", {}, threading.Event()
+        self.thread = threading.Thread(target=self.poll, daemon=True)
+        self.thread.start()
+
+    def poll(self):
+        while not self.stop.wait(1.0):
+            try:
+                text = urllib.request.urlopen(self.url, timeout=2).read().decode()
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith('herald_thread_connections{thread="'):
+                    name, value = line.rsplit(" ", 1)
+                    t = name.split('"')[1]
+                    self.most[t] = max(self.most.get(t, 0), int(float(value)))
+
+    def done(self):
+        self.stop.set()
+        self.thread.join()
+        return dict(sorted(self.most.items()))
+
+
 def machine():
     herald_src = sh(f"git -C {ROOT} log -1 --format='%h %cI %s' -- crates/herald-server crates/herald crates/herald-proto")
     return {
@@ -254,7 +306,7 @@ def ratios(runs):
         "|---|---|---|---|---|---|",
     ]
     for key, label, *_ in SERVERS:
-        if key == "herald" or key not in runs:
+        if key.startswith("herald") or key not in runs:
             continue
         p = runs[key]
         lines.append(
@@ -264,6 +316,35 @@ def ratios(runs):
             f"| {ratio(get(h, 'saturation', 'deliveries_per_sec'), get(p, 'saturation', 'deliveries_per_sec'))} "
             f"| {ratio(per_core(h.get('saturation') or {}), per_core(p.get('saturation') or {}))} "
             f"| {ratio(get(h, 'rate', 'server_bytes_per_connection'), get(p, 'rate', 'server_bytes_per_connection'))} |")
+    return "\n".join(lines)
+
+
+def thread_ratios(runs):
+    """herald serve --threads N against --threads 1, same placement, same run."""
+    one = runs.get("herald")
+    keys = [k for k, *_ in SERVERS if k.startswith("herald-t") and k in runs]
+    if not one or not keys:
+        return None
+    lines = [
+        "| N threads / 1 thread | deliveries/s at saturation (higher is better) | CPU per delivery at saturation (lower is better) | CPU per delivery at the rate (lower is better) | p99 all reached at the rate (lower is better) | p99 all reached at saturation (lower is better) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for key in keys:
+        t = runs[key]
+        label = next(label for k, label, *_ in SERVERS if k == key)
+        lines.append(
+            f"| {label} / 1 thread "
+            f"| {ratio(get(t, 'saturation', 'deliveries_per_sec'), get(one, 'saturation', 'deliveries_per_sec'))} "
+            f"| {ratio(get(t, 'saturation', 'server_cpu', 'us_per_delivery'), get(one, 'saturation', 'server_cpu', 'us_per_delivery'))} "
+            f"| {ratio(get(t, 'rate', 'server_cpu', 'us_per_delivery'), get(one, 'rate', 'server_cpu', 'us_per_delivery'))} "
+            f"| {ratio(get(t, 'rate', 'all_reached_us', 'p99'), get(one, 'rate', 'all_reached_us', 'p99'))} "
+            f"| {ratio(get(t, 'saturation', 'all_reached_us', 'p99'), get(one, 'saturation', 'all_reached_us', 'p99'))} |")
+    spread = [f"{label}, {load}: {get(runs, key, load, 'thread_connections_most')}"
+              for key, label, *_ in SERVERS if key.startswith("herald-t") and key in runs
+              for load in ("rate", "saturation") if get(runs, key, load, "thread_connections_most")]
+    if spread:
+        lines += ["", "Most connections each thread held (`herald_thread_connections{thread}`, polled "
+                  "from /metrics every second): " + "; ".join(spread) + "."]
     return "\n".join(lines)
 
 
@@ -329,7 +410,8 @@ def report(results_dir, opts, mach, runs, elapsed, quick):
         f"- commit measured: `{mach['commit']}`; last change to herald's server crates: `{mach['herald_server_last_change']}`",
         f"- machine: {mach['nproc']} cores ({mach['cpu']}), {mach['kernel']}, load at start `{mach['loadavg_start']}`; shared with other work",
         f"- {mach['rustc']}, node {mach['node']}, socket.io {mach['versions']['socket.io (npm)']}, ws {mach['versions']['ws (npm)']}",
-        f"- server on CPU 0 (taskset), generator (`herald bench fanout`, {opts.threads} thread(s)) on CPU 1",
+        f"- server on CPU {getattr(opts, 'server_cpus', '0')} (taskset), generator (`herald bench fanout`, "
+        f"{opts.threads} thread(s)) on CPU {getattr(opts, 'generator_cpus', '1')}",
         f"- {opts.subscribers} subscribers on one channel, {opts.size}-byte payloads, no permessage-deflate; "
         f"each load {opts.duration} s of publishing; one run per cell{' (quick mode)' if quick else ''}"
         + (f"; took {elapsed / 60:.1f} min" if elapsed else ""),
@@ -349,6 +431,7 @@ def report(results_dir, opts, mach, runs, elapsed, quick):
         "",
         ratios(runs),
         "",
+        *(["## Threads", "", thread_ratios(runs), ""] if thread_ratios(runs) else []),
         "## Generator headroom",
         "",
         headroom(runs),
@@ -377,6 +460,7 @@ def report(results_dir, opts, mach, runs, elapsed, quick):
 
 
 def main():
+    global SERVER_CPU, CLIENT_CPU
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="2,000 subscribers, 5 s per load")
     ap.add_argument("--subscribers", type=int)
@@ -391,16 +475,24 @@ def main():
     ap.add_argument("--loads", default="rate,saturation")
     ap.add_argument("--skip-install", action="store_true")
     ap.add_argument("--out", help="results directory (default bench/results/<date>-fanout)")
+    ap.add_argument("--server-threads", default="1",
+                    help="comma-separated thread counts of herald serve (1,2: both, side by side; "
+                         "2mt: 2 threads on tokio's multi-thread runtime)")
+    ap.add_argument("--server-cpus", default=SERVER_CPU, help="taskset CPU list of the servers")
+    ap.add_argument("--generator-cpus", default=CLIENT_CPU, help="taskset CPU list of the generator")
     ap.add_argument("--report-only", metavar="DIR", help="rewrite DIR's results.md and chart.svg from its results.json")
     opts = ap.parse_args()
     if opts.report_only:
         d = Path(opts.report_only)
         saved = json.loads((d / "results.json").read_text())
         o = argparse.Namespace(**saved["options"])
+        add_thread_counts(getattr(o, "server_threads", "1").split(","))
         report(d, o, saved["machine"], saved["runs"], saved.get("elapsed", 0), o.quick)
         chart(saved["runs"], d / "chart.svg")
         return
     quick = opts.quick
+    SERVER_CPU, CLIENT_CPU = opts.server_cpus, opts.generator_cpus
+    add_thread_counts(opts.server_threads.split(","))
     opts.subscribers = opts.subscribers or (2000 if quick else 10_000)
     opts.duration = opts.duration or (5.0 if quick else 10.0)
     if not opts.skip_install:
@@ -423,15 +515,20 @@ def main():
     runs = {}
     t0 = time.time()
     for key, label, port, cmd, protocol in SERVERS:
-        if only and key not in only:
+        if only and key not in only and not (key.startswith("herald-t") and "herald" in only):
             continue
         for load in loads:
             log(f"fanout: {label}, {load}, {opts.subscribers} subscribers")
             server = Running(key, port, cmd, scratch)
+            gauges = ThreadGauges(port) if key.startswith("herald-t") else None
             try:
                 r = generator(port, protocol, server.proc.pid, opts, load)
             finally:
+                if gauges:
+                    r_threads = gauges.done()
                 server.stop()
+            if gauges:
+                r["thread_connections_most"] = r_threads
             runs.setdefault(key, {})[load] = r
             if "error" in r and "deliveries_per_sec" not in r:
                 log(f"fanout:   error: {r['error']}")

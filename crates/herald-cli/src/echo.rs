@@ -18,9 +18,15 @@ pub(crate) struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: SocketAddr,
-    /// Worker threads; 1 runs everything on one thread.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    /// Server threads; 1 runs everything on one thread. Each thread runs
+    /// its own current-thread runtime and accepts on its own socket bound
+    /// to the same address (SO_REUSEPORT), as `herald serve` does.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// With --threads N: one tokio multi-thread runtime of N workers and
+    /// one listener instead (for comparison; DESIGN.md, "Threads").
+    #[arg(long, conflicts_with = "event_loop")]
+    multi_thread: bool,
     /// PEM certificate chain: serve wss:// instead of ws://.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -57,21 +63,73 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         (Some(cert), Some(key)) => Some(tls_acceptor(cert, key)?),
         _ => None,
     };
-    crate::runtime(args.threads)?.block_on(async move {
-        let listener = crate::listen(args.listen)?;
-        let scheme = if tls.is_some() { "wss" } else { "ws" };
-        eprintln!(
-            "herald echo listening on {scheme}://{}",
-            listener.local_addr()?
-        );
-        let acceptor = Arc::new(Acceptor::new(config));
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    let acceptor = Arc::new(Acceptor::new(config));
+    let threads = usize::from(args.threads);
+    if args.multi_thread {
+        return crate::runtime(threads)?.block_on(async move {
+            let listener = crate::listen(args.listen)?;
+            let addr = listener.local_addr()?;
+            eprintln!("herald echo listening on {scheme}://{addr} (tokio multi-thread, {threads})");
+            accept_loop(listener, acceptor, tls, true).await
+        });
+    }
+    let mut listeners = herald_server::bind_threads(args.listen, threads)?;
+    let first = listeners.remove(0);
+    eprintln!(
+        "herald echo listening on {scheme}://{} ({threads} thread{})",
+        first.local_addr()?,
+        if threads == 1 { "" } else { "s" }
+    );
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let (acceptor, tls) = (acceptor.clone(), tls.clone());
+        std::thread::Builder::new()
+            .name(format!("herald-echo-{}", i + 1))
+            .spawn(move || {
+                let result = crate::runtime(1).map_err(BoxError::from).and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = tokio::net::TcpListener::from_std(listener)?;
+                        accept_loop(listener, acceptor, tls, false).await
+                    })
+                });
+                // A thread whose listener is gone would leave its share of
+                // the connections unanswered: end the process instead.
+                if let Err(e) = result {
+                    eprintln!("herald: echo thread {}: {e}", i + 1);
+                    std::process::exit(1);
+                }
+            })?;
+    }
+    crate::runtime(1)?.block_on(async move {
+        let listener = tokio::net::TcpListener::from_std(first)?;
+        accept_loop(listener, acceptor, tls, true).await
+    })
+}
+
+/// Accepts on `listener` and echoes on every connection, on the calling
+/// runtime; with `ctrl_c`, returns on Ctrl-C (the process ends then).
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    acceptor: Arc<Acceptor>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    ctrl_c: bool,
+) -> Result<ExitCode, BoxError> {
+    let interrupted = async {
+        if ctrl_c {
+            let _ = tokio::signal::ctrl_c().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::pin!(interrupted);
+    {
         // Out of descriptors is not the end: keep echoing on the
         // connections there are, and accept again when some close.
         let mut backoff = herald::AcceptBackoff::new();
         loop {
             let (tcp, _) = tokio::select! {
                 r = herald::accept_tcp(&listener, &mut backoff) => r?,
-                _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+                () = &mut interrupted => return Ok(ExitCode::SUCCESS),
             };
             if !crate::NODELAY_INHERITED {
                 let _ = tcp.set_nodelay(true);
@@ -94,7 +152,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
                 }
             }
         }
-    })
+    }
 }
 
 /// `--event-loop`: the same echo as callbacks on herald's epoll loops.
@@ -120,7 +178,7 @@ fn run_event_loop(args: &Args, config: Config) -> Result<ExitCode, BoxError> {
         libc::signal(libc::SIGTERM, libc::SIG_DFL);
     }
     let server = Server::builder(config)
-        .threads(args.threads)
+        .threads(usize::from(args.threads))
         .max_connections(args.max_connections)
         .bind(args.listen)?;
     eprintln!(

@@ -100,7 +100,9 @@ fn listen(addr: std::net::SocketAddr) -> std::io::Result<tokio::net::TcpListener
 const NODELAY_INHERITED: bool = cfg!(target_os = "linux");
 
 /// A tokio runtime: current-thread for one thread (the lowest per-message
-/// overhead), multi-thread otherwise.
+/// overhead), multi-thread otherwise. The servers run one current-thread
+/// runtime per thread instead (DESIGN.md, "Threads"); the multi-thread one
+/// is left for `herald echo --multi-thread`, the comparison.
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
         tokio::runtime::Builder::new_current_thread()

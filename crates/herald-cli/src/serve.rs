@@ -50,9 +50,20 @@ pub(crate) struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Worker threads [default: the number of cores].
+    /// Server threads [default: the number of cores]. Each runs its own
+    /// event loop (a current-thread tokio runtime) and accepts on its own
+    /// socket bound to the same address (SO_REUSEPORT), so the kernel
+    /// spreads new connections over the threads; a connection stays on the
+    /// thread that accepted it, and a publication reaches subscribers on
+    /// every thread. The API's admin listener, the hub's timers and the
+    /// demos run on the first thread.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    /// With --threads N: tokio's multi-thread runtime of N workers and one
+    /// listener instead, the way herald serve ran before (for comparison
+    /// in benchmarks; DESIGN.md, "Threads").
     #[arg(long)]
-    threads: Option<usize>,
+    multi_thread: bool,
 }
 
 /// Defaults, then the file, then `HERALD_*` variables (`vars`), then flags;
@@ -126,9 +137,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     let config = config(&args, herald_vars()?)?;
     // A key that does not load stops startup here, naming the setting.
     let tokens = herald_server::TokenVerifier::from_config(&config)?;
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
     // Refuse bad TLS settings before the banner says https://; the server
     // loads the files again when it starts serving.
     match (&config.tls_cert, &config.tls_key) {
@@ -136,9 +148,16 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         (None, None) => {}
         _ => return Err("tls_cert and tls_key are set together or not at all".into()),
     }
-    crate::runtime(threads)?.block_on(async move {
-        let listener = crate::listen(config.listen)?;
-        let addr = listener.local_addr()?;
+    // This thread is server thread 0; `serve_threads` starts the others,
+    // each with a runtime of its own (DESIGN.md, "Threads").
+    let (runtime, sockets) = if args.multi_thread {
+        (crate::runtime(threads)?, 1)
+    } else {
+        (crate::runtime(1)?, threads)
+    };
+    runtime.block_on(async move {
+        let listeners = herald_server::bind_threads(config.listen, sockets)?;
+        let addr = listeners[0].local_addr()?;
         let admin = match config.admin_listen {
             Some(a) => Some(crate::listen(a).map_err(|e| format!("admin listen on {a}: {e}"))?),
             None => None,
@@ -153,7 +172,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         } else {
             ("http", "ws")
         };
-        eprintln!("herald serve: {http}://{addr}/ ({mode})");
+        let on = match (threads, args.multi_thread) {
+            (1, _) => "thread",
+            (_, false) => "threads",
+            (_, true) => "threads, tokio multi-thread",
+        };
+        eprintln!("herald serve: {http}://{addr}/ ({mode}; {threads} {on})");
         for warning in config.warnings() {
             eprintln!("  warning    {warning}");
         }
@@ -187,7 +211,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             ),
         }
         Server::new(config)
-            .serve_with_admin(listener, admin, shutdown_signal())
+            .serve_threads(listeners, admin, shutdown_signal())
             .await?;
         eprintln!("herald serve: drained, bye");
         Ok(ExitCode::SUCCESS)

@@ -70,6 +70,7 @@ mod metrics;
 pub mod protocol;
 mod server;
 mod session;
+mod threads;
 mod transport;
 
 pub use auth::{
@@ -81,4 +82,4 @@ pub use demo::{ARENA, SYMBOLS};
 pub use endpoint::{Endpoint, Session};
 pub use hub::{History, Hub, Published};
 pub use metrics::Metrics;
-pub use server::{Server, WEBSOCKET_PATH};
+pub use server::{Server, WEBSOCKET_PATH, bind_threads};

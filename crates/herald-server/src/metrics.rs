@@ -27,12 +27,19 @@ struct CloseLabel {
     by: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ThreadLabel {
+    /// The server thread's index, 0 to N - 1 (`herald serve --threads N`).
+    thread: String,
+}
+
 /// The server's counters and gauges.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
     connections: Gauge,
     connections_total: Counter,
+    thread_connections: Family<ThreadLabel, Gauge>,
     subscriptions: Gauge,
     publications: Counter,
     messages_in: Counter,
@@ -54,6 +61,7 @@ impl Default for Metrics {
         let m = Self {
             connections: Gauge::default(),
             connections_total: Counter::default(),
+            thread_connections: Family::default(),
             subscriptions: Gauge::default(),
             publications: Counter::default(),
             messages_in: Counter::default(),
@@ -79,6 +87,12 @@ impl Default for Metrics {
             "connections_opened",
             "WebSocket connections accepted",
             m.connections_total.clone(),
+        );
+        registry.register(
+            "thread_connections",
+            "Open WebSocket connections per server thread, with more than one \
+             (herald serve --threads N)",
+            m.thread_connections.clone(),
         );
         registry.register(
             "subscriptions",
@@ -151,13 +165,32 @@ impl Metrics {
         out
     }
 
+    /// On the connection's own thread: a connection stays on the server
+    /// thread that accepted it, so [`Metrics::connection_closed`] finds
+    /// the same thread.
     pub(crate) fn connection_opened(&self) {
         self.connections.inc();
         self.connections_total.inc();
+        if let Some(thread) = self.thread() {
+            thread.inc();
+        }
     }
 
     pub(crate) fn connection_closed(&self) {
         self.connections.dec();
+        if let Some(thread) = self.thread() {
+            thread.dec();
+        }
+    }
+
+    /// The gauge of the server thread running the caller, if any.
+    fn thread(&self) -> Option<Gauge> {
+        let thread = crate::threads::index()?.to_string();
+        Some(
+            self.thread_connections
+                .get_or_create(&ThreadLabel { thread })
+                .clone(),
+        )
     }
 
     pub(crate) fn subscriptions(&self, delta: i64) {

@@ -159,9 +159,93 @@ impl Server {
         admin: Option<TcpListener>,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        self.serve_inner(listener, Vec::new(), admin, shutdown)
+            .await
+    }
+
+    /// [`Server::serve_with_admin`] on one thread per listener, all
+    /// sharing this server's hub (`herald serve --threads N`).
+    ///
+    /// `listeners[0]` is served on the calling task's runtime, which also
+    /// runs the admin listener, the timers of the hub (history sweep,
+    /// presence flush), the demos and the drain. Every other listener gets
+    /// a thread of its own with a current-thread runtime; a connection
+    /// stays on the thread that accepted it. Bind the listeners with
+    /// [`bind_threads`], so that the kernel spreads new connections over
+    /// them (`SO_REUSEPORT`). A publication made on any thread reaches
+    /// subscribers on every thread: the hub queues it in each subscriber's
+    /// outbox and wakes that connection's task wherever it runs.
+    ///
+    /// On shutdown every thread stops accepting, and this returns once
+    /// the drain is over and every thread has finished; the first error
+    /// of a listener, if any, is returned then. The calling runtime should
+    /// be a current-thread one: it then counts as thread 0 in
+    /// `herald_thread_connections`.
+    pub async fn serve_threads(
+        self,
+        listeners: Vec<std::net::TcpListener>,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let mut listeners = listeners.into_iter();
+        let Some(first) = listeners.next() else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "serve_threads needs at least one listener",
+            ));
+        };
+        first.set_nonblocking(true)?;
+        let first = TcpListener::from_std(first)?;
+        self.serve_inner(first, listeners.collect(), admin, shutdown)
+            .await
+    }
+
+    async fn serve_inner(
+        self,
+        listener: TcpListener,
+        more: Vec<std::net::TcpListener>,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let hub = self.hub.clone();
         let tls = crate::http::tls_acceptor(hub.config())?;
         let limits = crate::http::Limits::from(hub.config());
+        let public_surface = if admin.is_some() {
+            Surface::Public
+        } else {
+            Surface::All
+        };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Started before anything else, so that a thread that cannot start
+        // stops the server before it serves anyone.
+        let mut threads = Vec::with_capacity(more.len());
+        for (i, listener) in more.into_iter().enumerate() {
+            let thread = self.clone().spawn_thread(
+                i + 1,
+                listener,
+                tls.clone(),
+                public_surface,
+                limits,
+                stop_rx.clone(),
+            );
+            match thread {
+                Ok(done) => threads.push(done),
+                Err(e) => {
+                    let _ = stop_tx.send(true);
+                    for done in threads {
+                        let _ = done.await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let first_thread = (!threads.is_empty()
+            && tokio::runtime::Handle::current().runtime_flavor()
+                == tokio::runtime::RuntimeFlavor::CurrentThread)
+            .then(|| {
+                let (home, drainer) = crate::threads::Home::set(0);
+                (home, tokio::spawn(drainer))
+            });
         let sweeper = tokio::spawn({
             let hub = hub.clone();
             async move {
@@ -191,12 +275,6 @@ impl Server {
             .demos
             .then(|| crate::demo::start(&hub, &self.endpoints));
         let connections = self.connections.clone();
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let public_surface = if admin.is_some() {
-            Surface::Public
-        } else {
-            Surface::All
-        };
         let public = crate::http::serve(
             listener,
             tls,
@@ -222,7 +300,8 @@ impl Server {
                 shutdown.await;
                 let _ = stop_tx.send(true);
                 crate::http::drain::drain(&hub).await;
-                // Wait for sessions to finish their close handshakes.
+                // Wait for sessions, on every thread, to finish their close
+                // handshakes.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
                 while connections.load(Ordering::Relaxed) > 0
                     && tokio::time::Instant::now() < deadline
@@ -231,14 +310,104 @@ impl Server {
                 }
             }
         };
-        let (public, admin, ()) = tokio::join!(public, admin, drain);
+        let others = async {
+            let mut result = Ok(());
+            for done in threads {
+                let r = done
+                    .await
+                    .unwrap_or_else(|_| Err(std::io::Error::other("a server thread panicked")));
+                result = result.and(r);
+            }
+            result
+        };
+        let (public, admin, (), others) = tokio::join!(public, admin, drain, others);
         sweeper.abort();
         presence.abort();
         if let Some(d) = demos {
             d.abort();
         }
-        public.and(admin)
+        if let Some((home, drainer)) = first_thread {
+            drainer.abort();
+            drop(home);
+        }
+        public.and(admin).and(others)
     }
+
+    /// Serves `listener` on a new thread `herald-{index}` with a
+    /// current-thread runtime of its own, until `stop`; the receiver
+    /// gets the result once that runtime is gone, with every task that
+    /// was left on it.
+    fn spawn_thread(
+        self,
+        index: usize,
+        listener: std::net::TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        surface: Surface,
+        limits: crate::http::Limits,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<tokio::sync::oneshot::Receiver<std::io::Result<()>>> {
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name(format!("herald-{index}"))
+            .spawn(move || {
+                let (_home, drainer) = crate::threads::Home::set(index);
+                let result = runtime.block_on(async move {
+                    tokio::spawn(drainer);
+                    let listener = TcpListener::from_std(listener)?;
+                    let router = self.routes(surface);
+                    let hub = self.hub.clone();
+                    crate::http::serve(listener, tls, router, limits, hub, Some(self), stop).await
+                });
+                // Tasks left on this runtime (sessions past the drain's
+                // deadline) are dropped here, their cleanup with them,
+                // before the server is said to be done.
+                drop(runtime);
+                let _ = done_tx.send(result);
+            })?;
+        Ok(done_rx)
+    }
+}
+
+/// Binds `threads` listening sockets to `addr` for
+/// [`Server::serve_threads`], with `SO_REUSEPORT` when there is more than
+/// one: the kernel then spreads incoming connections over them (by a hash
+/// of the connection's addresses and ports). With port 0 the first socket
+/// picks the port and the others share it. Accepted sockets inherit
+/// `TCP_NODELAY` from these on Linux.
+///
+/// `SO_REUSEPORT` also lets another process of the same user bind the
+/// same port with the option set and take a share of the connections;
+/// one server thread (one socket, without it) refuses that with
+/// "address in use".
+pub fn bind_threads(
+    addr: std::net::SocketAddr,
+    threads: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut addr = addr;
+    let mut listeners = Vec::with_capacity(threads.max(1));
+    for _ in 0..threads.max(1) {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        // As `TcpListener::bind` does: a restarted server can bind at once.
+        socket.set_reuse_address(true)?;
+        #[cfg(all(unix, not(any(target_os = "solaris", target_os = "illumos"))))]
+        if threads > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_tcp_nodelay(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        let listener = std::net::TcpListener::from(socket);
+        // Port 0: the others bind the port the first one got.
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }
 
 /// Which routes a listener serves.

@@ -4,7 +4,7 @@
 //! WebSocket as fast as the peer reads.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use herald::{Message, PreparedMessage};
@@ -29,6 +29,9 @@ pub(crate) struct Item {
 struct Inner {
     queue: VecDeque<Item>,
     waker: Option<Waker>,
+    /// The server thread the waker's task runs on, with more than one:
+    /// wakes from other threads go through its mailbox.
+    home: Option<Arc<crate::threads::Mailbox>>,
     /// The disconnect policy fired: the connection must close (4001).
     overflowed: bool,
 }
@@ -112,7 +115,7 @@ impl Outbox {
                             // line, so per-key order is kept.
                             inner.queue[i] = item;
                             if let Some(w) = inner.waker.take() {
-                                w.wake();
+                                crate::threads::wake(w, inner.home.as_ref());
                             }
                             return Pushed::Replaced;
                         }
@@ -128,7 +131,7 @@ impl Outbox {
             inner.queue.push_back(item);
         }
         if let Some(w) = inner.waker.take() {
-            w.wake();
+            crate::threads::wake(w, inner.home.as_ref());
         }
         pushed
     }
@@ -154,6 +157,7 @@ impl Outbox {
             {
                 inner.waker = Some(cx.waker().clone());
             }
+            inner.home = crate::threads::mailbox(inner.home.take());
             // An idle connection keeps no queue allocation.
             if inner.queue.capacity() > 0 {
                 inner.queue = VecDeque::new();
@@ -167,8 +171,9 @@ impl Outbox {
 
     /// Wakes the connection's task (to notice a kick).
     pub(crate) fn wake(&self) {
-        if let Some(w) = self.lock().waker.take() {
-            w.wake();
+        let mut inner = self.lock();
+        if let Some(w) = inner.waker.take() {
+            crate::threads::wake(w, inner.home.as_ref());
         }
     }
 

@@ -292,6 +292,9 @@ fn text_frames_only() -> Disconnect {
 }
 
 enum Step {
+    /// Woken after waiting on the outbox: let the runtime's other ready
+    /// tasks and its I/O driver run first (see `serve`).
+    Defer,
     Frame(Message),
     Closed,
     End(Disconnect),
@@ -310,8 +313,19 @@ where
     let client = session.client().clone();
     let hub = session.hub().clone();
     let metrics = hub.metrics();
+    // Set when the last poll ended waiting on the outbox. A publication
+    // wakes every subscriber's task at once; on a current-thread runtime
+    // they run in turn, and the publisher's connection (made ready by the
+    // I/O driver) would queue behind all of them, so the next publication
+    // could never join the previous one in a subscriber's write. Deferring
+    // once (`yield_now` waits until the driver has been polled) lets it
+    // arrive first; under load, one write then carries several.
+    let mut waited = false;
     loop {
         let step = poll_fn(|cx| {
+            if std::mem::take(&mut waited) {
+                return Poll::Ready(Step::Defer);
+            }
             loop {
                 if let Poll::Ready(d) = session.poll_end(cx) {
                     return Poll::Ready(Step::End(d));
@@ -350,12 +364,14 @@ where
                 // it is found empty), so go round again. Still above the
                 // mark, the socket's write readiness wakes us.
                 if outbox_waits || ws.buffered_amount() >= high_water {
+                    waited = outbox_waits;
                     return Poll::Pending;
                 }
             }
         })
         .await;
         match step {
+            Step::Defer => tokio::task::yield_now().await,
             Step::Frame(Message::Text(text)) => {
                 if let Err(d) = session.command(&text).await {
                     return d;

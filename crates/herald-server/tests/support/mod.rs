@@ -97,6 +97,28 @@ impl TestServer {
         }
     }
 
+    /// A server on `threads` threads (`Server::serve_threads`, as
+    /// `herald serve --threads N` runs it): the calling runtime is thread
+    /// 0, each other thread has a runtime of its own, and every thread
+    /// accepts on its own `SO_REUSEPORT` listener bound to the same port.
+    pub async fn start_threads(config: ServerConfig, threads: usize) -> Self {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+        let listeners = herald_server::bind_threads(loopback, threads).expect("bind");
+        let addr = listeners[0].local_addr().expect("local_addr");
+        let server = Server::new(config);
+        let hub = server.hub().clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.serve_threads(listeners, None, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            addr,
+            hub,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
     /// `ws://127.0.0.1:PORT/connection/websocket`.
     pub fn url(&self) -> String {
         format!("ws://{}{WEBSOCKET_PATH}", self.addr)
