@@ -365,6 +365,9 @@ where
                 if let Err(d) = session.command(&text) {
                     return d;
                 }
+                // Commands are rare on a push connection: the queues their
+                // frames and replies grew need not stay until the keepalive.
+                ws.shrink_to_fit();
             }
             Step::Frame(Message::Binary(_)) => return text_frames_only(),
             Step::Closed => return Disconnect::Gone,
