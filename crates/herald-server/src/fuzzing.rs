@@ -99,7 +99,7 @@ impl Harness {
     fn drain(&self) -> Vec<String> {
         let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         let mut items = Vec::new();
-        while let std::task::Poll::Ready(Ok(())) =
+        while let std::task::Poll::Ready(Ok(false)) =
             self.client
                 .outbox
                 .poll_take(&mut cx, usize::MAX, &mut items)

@@ -1,10 +1,13 @@
 //! Prometheus metrics, served at `/metrics` in the text format.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::config::QueuePolicy;
@@ -52,7 +55,7 @@ pub struct Metrics {
     closes: Family<CloseLabel, Counter>,
     panics: Counter,
     accept_errors: Counter,
-    publish_to_write: Histogram,
+    publish_to_write: Latency,
 }
 
 impl Default for Metrics {
@@ -74,8 +77,7 @@ impl Default for Metrics {
             closes: Family::default(),
             panics: Counter::default(),
             accept_errors: Counter::default(),
-            // 50 us to ~1.6 s, doubling.
-            publish_to_write: Histogram::new(exponential_buckets(0.000_05, 2.0, 16)),
+            publish_to_write: Latency::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -243,13 +245,127 @@ impl Metrics {
         self.accept_errors.inc();
     }
 
+    /// Observed once per delivery: kept to a few integer additions (no
+    /// lock, no float search over the buckets).
+    #[inline]
     pub(crate) fn publish_to_write(&self, elapsed: std::time::Duration) {
-        self.publish_to_write.observe(elapsed.as_secs_f64());
+        self.publish_to_write.observe(elapsed);
     }
 
     pub(crate) fn handshake_failure(&self, reason: &'static str) {
         self.handshake_failures
             .get_or_create(&ReasonLabel { reason })
             .inc();
+    }
+}
+
+/// Buckets of [`Latency`]: the first bound, in nanoseconds, and how many
+/// (each twice the one before: 50 us to ~1.6 s), then `+Inf`.
+const LATENCY_FIRST_NS: u64 = 50_000;
+const LATENCY_BOUNDS: usize = 16;
+
+/// A latency histogram observed on the delivery path: doubling buckets
+/// whose index is a division and a leading-zero count, and relaxed atomic
+/// counters. Exposed as a Prometheus histogram in seconds, like
+/// `prometheus_client`'s, whose `observe` locks a mutex and searches the
+/// bounds as floats.
+#[derive(Debug, Clone, Default)]
+struct Latency(Arc<LatencyInner>);
+
+#[derive(Debug, Default)]
+struct LatencyInner {
+    /// Per bucket, not cumulative; the last is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BOUNDS + 1],
+    count: AtomicU64,
+    sum_ns: AtomicU64,
+}
+
+impl Latency {
+    #[inline]
+    fn observe(&self, elapsed: std::time::Duration) {
+        let ns = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        let i = latency_bucket(ns);
+        let inner = &*self.0;
+        inner.buckets[i].fetch_add(1, Ordering::Relaxed);
+        inner.count.fetch_add(1, Ordering::Relaxed);
+        inner.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+}
+
+/// The bucket for `ns`: the first whose bound is at least `ns`.
+#[inline]
+fn latency_bucket(ns: u64) -> usize {
+    // 0 up to the first bound; then bucket i holds (first * 2^(i-1), first * 2^i].
+    let q = ns.saturating_sub(1) / LATENCY_FIRST_NS;
+    ((u64::BITS - q.leading_zeros()) as usize).min(LATENCY_BOUNDS)
+}
+
+impl TypedMetric for Latency {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let inner = &*self.0;
+        let buckets: Vec<(f64, u64)> = inner
+            .buckets
+            .iter()
+            .enumerate()
+            .map(|(i, n)| {
+                let bound = if i < LATENCY_BOUNDS {
+                    (LATENCY_FIRST_NS << i) as f64 / 1e9
+                } else {
+                    f64::INFINITY
+                };
+                (bound, n.load(Ordering::Relaxed))
+            })
+            .collect();
+        encoder.encode_histogram::<NoLabelSet>(
+            inner.sum_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            inner.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_match_their_bounds() {
+        assert_eq!(latency_bucket(0), 0);
+        assert_eq!(latency_bucket(50_000), 0);
+        assert_eq!(latency_bucket(50_001), 1);
+        assert_eq!(latency_bucket(100_000), 1);
+        assert_eq!(latency_bucket(100_001), 2);
+        assert_eq!(latency_bucket(50_000 << 15), 15);
+        assert_eq!(latency_bucket((50_000 << 15) + 1), 16);
+        assert_eq!(latency_bucket(u64::MAX), 16);
+        let m = Metrics::default();
+        m.publish_to_write(std::time::Duration::from_micros(70));
+        m.publish_to_write(std::time::Duration::from_secs(5));
+        let text = m.encode();
+        assert!(
+            text.contains(r#"herald_publish_to_write_seconds_bucket{le="0.00005"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"herald_publish_to_write_seconds_bucket{le="0.0001"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"herald_publish_to_write_seconds_bucket{le="+Inf"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("herald_publish_to_write_seconds_count 2"),
+            "{text}"
+        );
     }
 }

@@ -184,6 +184,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> WebSocket<S> {
         &self.io
     }
 
+    /// Frees the memory of the connection's empty queues and of an empty
+    /// read buffer, as the keepalive timer does when it fires: for a caller
+    /// that knows the connection goes quiet now (a push server after a
+    /// command), so that an idle connection holds only this struct until
+    /// then. Nothing queued is dropped.
+    pub fn shrink_to_fit(&mut self) {
+        self.core.shrink_to_fit();
+        if self.read_buf.is_empty() {
+            self.read_buf = BytesMut::new();
+        }
+    }
+
     /// Bytes queued for the peer and not yet written.
     pub fn buffered_amount(&self) -> usize {
         self.core.buffered_amount() + self.rare.as_ref().map_or(0, |r| r.wbuf.len())

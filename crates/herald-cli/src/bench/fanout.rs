@@ -101,6 +101,16 @@ pub(crate) struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// A shell command run (and waited for) once every subscriber and
+    /// publisher is connected, just before the first publication: with
+    /// `--exec-delivered`, it brackets the publishing phase for a
+    /// profiler (`bench/fanout_callgrind.py` dumps callgrind's counts).
+    #[arg(long, value_name = "CMD")]
+    exec_subscribed: Option<String>,
+    /// A shell command run (and waited for) once every publication has
+    /// reached every subscriber (or the drain time is up).
+    #[arg(long, value_name = "CMD")]
+    exec_delivered: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -687,6 +697,18 @@ struct ThreadArgs {
     concurrency: usize,
 }
 
+/// Runs `cmd` with `sh -c` and waits for it; a failure ends the run.
+fn exec_hook(cmd: &str) -> Result<(), BoxError> {
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .status()?;
+    if !status.success() {
+        return Err(format!("`{cmd}` failed: {status}").into());
+    }
+    Ok(())
+}
+
 pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     if args.subscribers == 0 {
         return Err("--subscribers must be at least 1".into());
@@ -775,6 +797,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         for _ in 0..publishers {
             connections.push(Publisher::connect(target.addr, target.authority.clone()).await?);
         }
+        if let Some(cmd) = &args.exec_subscribed {
+            exec_hook(cmd)?;
+        }
         let server0 = args.server_pid.map(CpuTime::of).transpose()?;
         let own0 = CpuTime::own()?;
         let waits0 = (
@@ -824,6 +849,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         {
             let wait = board.progress.notified();
             let _ = tokio::time::timeout(Duration::from_millis(20), wait).await;
+        }
+        if let Some(cmd) = &args.exec_delivered {
+            exec_hook(cmd)?;
         }
         let server = match (args.server_pid, server0) {
             (Some(pid), Some(c0)) => Some(CpuTime::of(pid)?.since(c0)),

@@ -27,13 +27,115 @@ pub(crate) struct Item {
 
 #[derive(Debug, Default)]
 struct Inner {
-    queue: VecDeque<Item>,
+    queue: Queue,
+    /// The connection's task, kept between wakeups: taking it to wake it
+    /// would make the task clone its waker again on every wakeup.
     waker: Option<Waker>,
+    /// Woken since the task last took from the queue: later pushes need
+    /// not wake it again.
+    woken: bool,
     /// The server thread the waker's task runs on, with more than one:
     /// wakes from other threads go through its mailbox.
     home: Option<Arc<crate::threads::Mailbox>>,
     /// The disconnect policy fired: the connection must close (4001).
     overflowed: bool,
+}
+
+impl Inner {
+    fn register(&mut self, cx: &Context<'_>) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            self.waker = Some(cx.waker().clone());
+        }
+        self.home = crate::threads::mailbox(self.home.take());
+    }
+
+    /// Wakes the task unless it was woken since it last took.
+    fn wake(&mut self) {
+        if !self.woken
+            && let Some(w) = &self.waker
+        {
+            crate::threads::wake(w.clone(), self.home.as_ref());
+            self.woken = true;
+        }
+    }
+}
+
+/// A FIFO whose first item is held inline: a subscriber that keeps up
+/// has at most one item queued at a time, and queueing it then costs no
+/// allocation (a `VecDeque` allocated on every push after being freed
+/// when drained, the idle connection's memory being the reason to free
+/// it). Invariant: `rest` is empty while `first` is `None`.
+#[derive(Debug, Default)]
+struct Queue {
+    first: Option<Item>,
+    rest: VecDeque<Item>,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn push_back(&mut self, item: Item) {
+        if self.first.is_none() {
+            self.first = Some(item);
+        } else {
+            self.rest.push_back(item);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest = VecDeque::new();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Item> + '_ {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Item> {
+        match i {
+            0 => self.first.as_mut(),
+            _ => self.rest.get_mut(i - 1),
+        }
+    }
+
+    fn remove(&mut self, i: usize) {
+        if i == 0 {
+            self.first = self.rest.pop_front();
+        } else {
+            self.rest.remove(i - 1);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Item> {
+        let item = self.first.take()?;
+        self.first = self.rest.pop_front();
+        if self.first.is_none() && self.rest.capacity() > 0 {
+            // An idle connection keeps no queue allocation.
+            self.rest = VecDeque::new();
+        }
+        Some(item)
+    }
+
+    /// Moves up to `max` items, oldest first, to `out`.
+    fn take(&mut self, max: usize, out: &mut Vec<Item>) {
+        let Some(first) = self.first.take() else {
+            return;
+        };
+        out.push(first);
+        let n = self.rest.len().min(max.saturating_sub(1));
+        out.extend(self.rest.drain(..n));
+        self.first = self.rest.pop_front();
+        if self.first.is_none() && self.rest.capacity() > 0 {
+            // An idle connection keeps no queue allocation.
+            self.rest = VecDeque::new();
+        }
+    }
 }
 
 /// A text frame for `text`, ready to be queued on many connections.
@@ -66,8 +168,9 @@ pub(crate) enum Pushed {
 }
 
 /// Drops the oldest item that is not a reply.
-fn drop_oldest(queue: &mut VecDeque<Item>) {
-    if let Some(i) = queue.iter().position(|item| !item.reply) {
+fn drop_oldest(queue: &mut Queue) {
+    let oldest = queue.iter().position(|item| !item.reply);
+    if let Some(i) = oldest {
         queue.remove(i);
     }
 }
@@ -104,19 +207,22 @@ impl Outbox {
                 }
                 QueuePolicy::Latest => {
                     let same = item.key.as_ref().and_then(|k| {
-                        inner
-                            .queue
-                            .iter()
-                            .rposition(|q| q.key.as_deref() == Some(&**k))
+                        let mut last = None;
+                        for (i, q) in inner.queue.iter().enumerate() {
+                            if q.key.as_deref() == Some(&**k) {
+                                last = Some(i);
+                            }
+                        }
+                        last
                     });
                     match same {
                         Some(i) => {
                             // The newer value takes the older one's place in
                             // line, so per-key order is kept.
-                            inner.queue[i] = item;
-                            if let Some(w) = inner.waker.take() {
-                                crate::threads::wake(w, inner.home.as_ref());
+                            if let Some(slot) = inner.queue.get_mut(i) {
+                                *slot = item;
                             }
+                            inner.wake();
                             return Pushed::Replaced;
                         }
                         None => {
@@ -130,51 +236,71 @@ impl Outbox {
         if pushed != Pushed::Overflow {
             inner.queue.push_back(item);
         }
-        if let Some(w) = inner.waker.take() {
-            crate::threads::wake(w, inner.home.as_ref());
-        }
+        inner.wake();
         pushed
     }
 
     /// Takes up to `max` queued items; `Ready(Err(()))` once the queue
     /// overflowed under the disconnect policy. Registers the task's waker
-    /// when empty.
+    /// when it finds the queue empty, and also when it takes the last
+    /// item: then `Ready(Ok(true))` says so, and the caller need not poll
+    /// again to learn that the queue is empty (one lock per wakeup, not
+    /// two). For the HTTP transports, which write in batches.
     pub(crate) fn poll_take(
         &self,
         cx: &mut Context<'_>,
         max: usize,
         out: &mut Vec<Item>,
-    ) -> Poll<Result<(), ()>> {
+    ) -> Poll<Result<bool, ()>> {
         let mut inner = self.lock();
         if inner.overflowed {
             return Poll::Ready(Err(()));
         }
-        if inner.queue.is_empty() {
-            if !inner
-                .waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                inner.waker = Some(cx.waker().clone());
-            }
-            inner.home = crate::threads::mailbox(inner.home.take());
-            // An idle connection keeps no queue allocation.
-            if inner.queue.capacity() > 0 {
-                inner.queue = VecDeque::new();
-            }
-            return Poll::Pending;
+        inner.woken = false;
+        let empty = inner.queue.is_empty();
+        inner.queue.take(max, out);
+        if !inner.queue.is_empty() {
+            return Poll::Ready(Ok(false));
         }
-        let n = inner.queue.len().min(max);
-        out.extend(inner.queue.drain(..n));
-        Poll::Ready(Ok(()))
+        inner.register(cx);
+        if empty {
+            Poll::Pending
+        } else {
+            Poll::Ready(Ok(true))
+        }
     }
 
     /// Wakes the connection's task (to notice a kick).
     pub(crate) fn wake(&self) {
+        // Always: rare, and the task may be waiting on its socket rather
+        // than on this queue.
         let mut inner = self.lock();
-        if let Some(w) = inner.waker.take() {
+        if let Some(w) = inner.waker.clone() {
             crate::threads::wake(w, inner.home.as_ref());
+            inner.woken = true;
         }
+    }
+
+    /// Takes the oldest queued item, and whether that emptied the queue
+    /// (then the task's waker is registered, as when `Pending`);
+    /// `Ready(Err(()))` once the queue overflowed under the disconnect
+    /// policy. One item at a time, so the caller keeps no batch buffer
+    /// (a `Vec` that grew once would stay with the connection).
+    pub(crate) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Result<(Item, bool), ()>> {
+        let mut inner = self.lock();
+        if inner.overflowed {
+            return Poll::Ready(Err(()));
+        }
+        inner.woken = false;
+        let Some(item) = inner.queue.pop_front() else {
+            inner.register(cx);
+            return Poll::Pending;
+        };
+        let drained = inner.queue.is_empty();
+        if drained {
+            inner.register(cx);
+        }
+        Poll::Ready(Ok((item, drained)))
     }
 
     /// Messages waiting.
@@ -195,6 +321,43 @@ mod tests {
             reply: false,
             published: None,
         }
+    }
+
+    struct Count(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Count {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn the_task_is_woken_once_per_take_and_told_when_it_took_the_last() {
+        let count = std::sync::Arc::new(Count(Default::default()));
+        let woken = || count.0.load(std::sync::atomic::Ordering::SeqCst);
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let o = Outbox::default();
+        let text = |p: Poll<Result<(Item, bool), ()>>| match p {
+            Poll::Ready(Ok((item, drained))) => (item.text(), drained),
+            other => panic!("{:?}", other.map(|r| r.map(|(i, d)| (i.text(), d)))),
+        };
+        assert!(o.poll_next(&mut cx).is_pending());
+        o.push(item("a", "1"), 8, QueuePolicy::DropOldest);
+        assert_eq!(woken(), 1);
+        assert_eq!(text(o.poll_next(&mut cx)), ("1".into(), true));
+        o.push(item("a", "2"), 8, QueuePolicy::DropOldest);
+        o.push(item("a", "3"), 8, QueuePolicy::DropOldest);
+        assert_eq!(woken(), 2, "one wake until the task takes again");
+        assert_eq!(text(o.poll_next(&mut cx)), ("2".into(), false));
+        assert_eq!(text(o.poll_next(&mut cx)), ("3".into(), true));
+        assert!(o.poll_next(&mut cx).is_pending());
+        o.push(item("a", "4"), 8, QueuePolicy::DropOldest);
+        assert_eq!(woken(), 3);
+        // A kick wakes even a task woken already (it may be waiting on its
+        // socket, not on this queue).
+        o.wake();
+        assert_eq!(woken(), 4);
     }
 
     #[test]

@@ -49,15 +49,19 @@ pub(crate) async fn serve(
             None => {
                 let websocket = websocket.clone();
                 tokio::spawn(async move {
-                    let tcp = match websocket {
+                    // By reference: a moved-out `server` would take a slot
+                    // of its own in this task for its whole life.
+                    let tcp = match &websocket {
                         Some(server) => {
                             let header_timeout = limits.header_timeout;
-                            crate::transport::websocket::direct(&server, tcp, header_timeout).await
+                            crate::transport::websocket::direct(server, tcp, header_timeout).await
                         }
                         None => Some(tcp),
                     };
                     if let Some(tcp) = tcp {
-                        serve_connection(tcp, peer, router, limits, stop).await;
+                        // Boxed: inline, hyper's connection state would size
+                        // every WebSocket connection's task too.
+                        Box::pin(serve_connection(tcp, peer, router, limits, stop)).await;
                     }
                     drop(done);
                 });

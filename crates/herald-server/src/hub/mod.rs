@@ -252,7 +252,6 @@ impl Hub {
     /// Removes a connection from every channel (leave pushes go out) and
     /// from the hub. Returns the channels it was subscribed to.
     pub(crate) fn unregister(&self, client: &Client) -> Vec<Arc<str>> {
-        lock(&self.clients).remove(&client.id);
         let names: Vec<Arc<str>> = lock(&client.channels).clone();
         let mut emptied = Vec::new();
         {
@@ -264,6 +263,9 @@ impl Hub {
             }
         }
         self.left(&names, &emptied, client);
+        // Last: once a connection no longer counts, it is out of every
+        // channel and of presence (on every thread).
+        lock(&self.clients).remove(&client.id);
         names
     }
 

@@ -264,7 +264,7 @@ pub(crate) async fn run(
 
 enum Step {
     Command(Option<String>),
-    Out(Result<(), ()>),
+    Out(Result<bool, ()>),
     End(Disconnect),
     Keepalive,
     Gone,
@@ -315,7 +315,7 @@ async fn pump(
                 continue;
             }
             Step::Keepalive => render.keepalive().to_vec(),
-            Step::Out(Ok(())) => {
+            Step::Out(Ok(_)) => {
                 let mut out = Vec::new();
                 for item in batch.drain(..) {
                     render.item(&item, &mut out);

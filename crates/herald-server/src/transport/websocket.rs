@@ -32,9 +32,6 @@ use crate::protocol::close;
 use crate::server::Server;
 use crate::session::{ClientSession, panic_message};
 
-/// Outbox items moved into the socket per wakeup.
-const BATCH: usize = 64;
-
 /// `GET /connection/websocket`: the upgrade, checked before the 101
 /// (Origin, capacity), then a task per connection running [`run`].
 pub(crate) async fn upgrade(State(server): State<Server>, mut req: Request) -> Response {
@@ -105,8 +102,14 @@ pub(crate) async fn direct(
         }
         check(&hub, &server.connections, max, r)
     };
-    let handshake = server.acceptor.accept_with(tcp, hook);
-    let ws = match tokio::time::timeout(header_timeout, handshake).await {
+    // Boxed: a task is as large as the largest state of its future, for
+    // its whole life, and the handshake's state (larger than the
+    // session's) is needed only until the 101.
+    let handshake = Box::pin(tokio::time::timeout(
+        header_timeout,
+        server.acceptor.accept_with(tcp, hook),
+    ));
+    let ws = match handshake.await {
         Ok(Ok(ws)) => ws,
         Ok(Err(herald::Error::Rejected { status, .. })) => {
             if status != 403 && status != 503 {
@@ -121,6 +124,8 @@ pub(crate) async fn direct(
         Err(_) => return None,
     };
     let _slot = Slot::take(&server.connections);
+    // One allocation for the socket and the session, sized for what they
+    // need, rather than room for them in the task beside the handshake's.
     run(
         hub,
         server.endpoints.clone(),
@@ -220,37 +225,46 @@ impl Drop for Open {
 /// endpoint it calls) closes the connection with 1011, is logged once and
 /// counted; the session's cleanup runs as on any other exit (it is the
 /// session's `Drop`).
-pub(crate) async fn run<S>(
+///
+/// Not an `async fn`: that would move `ws` from its argument slot into a
+/// local slot of its own, and the future would keep room for both (a
+/// socket's worth of memory per connection, for its whole life); the
+/// block uses the captured socket in place.
+#[allow(clippy::manual_async_fn)] // see above: the async fn costs memory
+pub(crate) fn run<S>(
     hub: Arc<Hub>,
     endpoints: Arc<Endpoints>,
     mut ws: herald::WebSocket<S>,
     high_water: usize,
-) where
+) -> impl std::future::Future<Output = ()>
+where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let _open = Open::new(&hub);
-    let mut who = None;
-    let pump = AssertUnwindSafe(pump(&hub, &endpoints, &mut ws, high_water, &mut who));
-    let end = match pump.catch_unwind().await {
-        Ok(end) => end,
-        Err(panic) => {
-            hub.metrics().panic();
-            tracing::error!(
-                client = who.as_deref().unwrap_or("-"),
-                "session panicked: {}",
-                panic_message(&*panic)
-            );
-            Disconnect::Internal("internal error")
-        }
-    };
-    match close_frame(&end) {
-        Some((code, reason)) => {
-            hub.metrics().close(Some(code.0), true);
-            let _ = ws.close(code, close_reason(&reason)).await;
-        }
-        None => {
-            let code = ws.close_frame().map(|f| f.code.0);
-            hub.metrics().close(code, false);
+    async move {
+        let _open = Open::new(&hub);
+        let mut who = None;
+        let pump = AssertUnwindSafe(pump(&hub, &endpoints, &mut ws, high_water, &mut who));
+        let end = match pump.catch_unwind().await {
+            Ok(end) => end,
+            Err(panic) => {
+                hub.metrics().panic();
+                tracing::error!(
+                    client = who.as_deref().unwrap_or("-"),
+                    "session panicked: {}",
+                    panic_message(&*panic)
+                );
+                Disconnect::Internal("internal error")
+            }
+        };
+        match close_frame(&end) {
+            Some((code, reason)) => {
+                hub.metrics().close(Some(code.0), true);
+                let _ = ws.close(code, close_reason(&reason)).await;
+            }
+            None => {
+                let code = ws.close_frame().map(|f| f.code.0);
+                hub.metrics().close(code, false);
+            }
         }
     }
 }
@@ -309,7 +323,6 @@ async fn serve<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut batch = Vec::new();
     let client = session.client().clone();
     let hub = session.hub().clone();
     let metrics = hub.metrics();
@@ -332,18 +345,21 @@ where
                 }
                 // Whether the outbox said "empty" (and so holds our waker).
                 let mut outbox_waits = false;
+                let mut now = None;
                 while ws.buffered_amount() < high_water {
-                    match client.outbox.poll_take(cx, BATCH, &mut batch) {
-                        Poll::Ready(Ok(())) => {
-                            let mut now = None;
-                            for item in batch.drain(..) {
-                                if let Some(at) = item.published {
-                                    let now = *now.get_or_insert_with(Instant::now);
-                                    metrics.publish_to_write(now.duration_since(at));
-                                }
-                                if ws.start_send_prepared(&item.message).is_err() {
-                                    return Poll::Ready(Step::Closed);
-                                }
+                    match client.outbox.poll_next(cx) {
+                        Poll::Ready(Ok((item, drained))) => {
+                            if let Some(at) = item.published {
+                                let now = *now.get_or_insert_with(Instant::now);
+                                metrics.publish_to_write(now.duration_since(at));
+                            }
+                            if ws.start_send_prepared(&item.message).is_err() {
+                                return Poll::Ready(Step::Closed);
+                            }
+                            if drained {
+                                // It took the last item and holds our waker.
+                                outbox_waits = true;
+                                break;
                             }
                         }
                         Poll::Ready(Err(())) => return Poll::Ready(Step::SlowConsumer),
@@ -376,6 +392,9 @@ where
                 if let Err(d) = session.command(&text).await {
                     return d;
                 }
+                // Commands are rare on a push connection: the queues their
+                // frames and replies grew need not stay until the keepalive.
+                ws.shrink_to_fit();
             }
             Step::Frame(Message::Binary(_)) => return text_frames_only(),
             Step::Closed => return Disconnect::Gone,

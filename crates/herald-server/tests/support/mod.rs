@@ -108,12 +108,13 @@ impl TestServer {
         let server = Server::new(config);
         let hub = server.hub().clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(server.serve_threads(listeners, None, async move {
+        let task = tokio::spawn(server.clone().serve_threads(listeners, None, async move {
             let _ = rx.await;
         }));
         Self {
             addr,
             hub,
+            server,
             shutdown: Some(tx),
             task: Some(task),
         }
