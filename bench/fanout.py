@@ -404,8 +404,7 @@ def report(results_dir, opts, mach, runs, elapsed, quick):
     md = [
         f"# Fan-out: herald serve against baselines and the field ({mach['date'][:10]})",
         "",
-        "Not final numbers for herald: herald-server is being optimized while this instrument is",
-        "built (issue 13). Measured herald: the commit below.",
+        "Measured herald: the commit below.",
         "",
         f"- commit measured: `{mach['commit']}`; last change to herald's server crates: `{mach['herald_server_last_change']}`",
         f"- machine: {mach['nproc']} cores ({mach['cpu']}), {mach['kernel']}, load at start `{mach['loadavg_start']}`; shared with other work",

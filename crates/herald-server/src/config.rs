@@ -276,6 +276,8 @@ impl Default for ServerConfig {
                 allow_publish: true,
                 presence: true,
                 join_leave: true,
+                // The latest state: what a poller that comes back needs.
+                history_size: 1,
                 queue_size: 256,
                 on_full: QueuePolicy::DropOldest,
                 ..Default::default()

@@ -133,6 +133,12 @@ impl Endpoints {
             .insert(namespace.to_owned(), endpoint);
     }
 
+    /// The endpoint of `namespace`.
+    pub(crate) fn get(&self, namespace: &str) -> Option<Arc<dyn Endpoint>> {
+        let endpoints = self.by_namespace.read().unwrap_or_else(|p| p.into_inner());
+        endpoints.get(namespace).cloned()
+    }
+
     /// The endpoint owning `channel`'s namespace, with the namespace name.
     pub(crate) fn for_channel(
         &self,

@@ -260,12 +260,13 @@ impl Server {
         let presence = tokio::spawn({
             let hub = hub.clone();
             let sessions = self.sessions.clone();
+            let endpoints = self.endpoints.clone();
             async move {
                 let mut tick = tokio::time::interval(hub.config().join_leave_interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 loop {
                     tick.tick().await;
-                    sessions.pollers.sweep(&hub);
+                    sessions.pollers.sweep(&hub, &endpoints);
                     hub.flush_presence();
                 }
             }

@@ -30,6 +30,9 @@ pub(crate) struct Opening<'a> {
     /// A poll's reader: not announced, no presence, no endpoint calls
     /// (see `hub::Client::silent`).
     pub(crate) silent: bool,
+    /// The client id shown to others and to endpoints, where it is not
+    /// the connection's own: a poller's, the same over all its polls.
+    pub(crate) shown: Option<&'a str>,
 }
 
 /// A connected client: its registration in the hub, its token's expiry,
@@ -71,7 +74,11 @@ impl ClientSession {
         text: &str,
         opening: Opening<'_>,
     ) -> Result<Self, Disconnect> {
-        let Opening { session, silent } = opening;
+        let Opening {
+            session,
+            silent,
+            shown,
+        } = opening;
         let command: protocol::Command = serde_json::from_str(text)
             .map_err(|e| Disconnect::BadRequest(protocol::parse_error_message(&e).into()))?;
         let Method::Connect(params) = command.method else {
@@ -108,7 +115,7 @@ impl ClientSession {
                 return Err(Disconnect::Internal("token verification unavailable"));
             }
         };
-        let client = hub.register_as(user, name, allowed, silent);
+        let client = hub.register_as(user, name, allowed, silent, shown.map(str::to_owned));
         let mut result = serde_json::json!({
             "client": client.info.client,
             "version": env!("CARGO_PKG_VERSION"),

@@ -689,3 +689,92 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Records what an endpoint hears, with the session's client id.
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(String, String)>>);
+
+impl herald_server::Endpoint for Recorder {
+    fn on_open(&self, _: &std::sync::Arc<herald_server::Hub>, s: &herald_server::Session, _: &str) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("open".into(), s.info().client.clone()));
+    }
+    fn on_message(
+        &self,
+        _: &std::sync::Arc<herald_server::Hub>,
+        s: &herald_server::Session,
+        _: &str,
+        data: &serde_json::value::RawValue,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((data.get().to_owned(), s.info().client.clone()));
+    }
+    fn on_close(
+        &self,
+        _: &std::sync::Arc<herald_server::Hub>,
+        s: &herald_server::Session,
+        _: &str,
+    ) {
+        self.0
+            .lock()
+            .unwrap()
+            .push(("close".into(), s.info().client.clone()));
+    }
+}
+
+#[tokio::test]
+async fn a_poller_is_one_session_to_an_endpoint_across_its_polls() {
+    let mut c = transports_config();
+    c.poll_presence_grace = Duration::from_millis(300);
+    c.namespaces.insert(
+        "play".into(),
+        namespace(|ns| {
+            ns.allow_publish = true;
+        }),
+    );
+    let server = TestServer::start(c).await;
+    let heard = std::sync::Arc::new(Recorder::default());
+    server.server().set_endpoint("play", heard.clone());
+    let first = post(
+        &server,
+        "/connection/poll",
+        json!({"channels": {"play:x": {}},
+        "commands": [{"id": 1, "publish": {"channel": "play:x", "data": "up"}}]}),
+    )
+    .await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let first = first.json();
+    let id = first["id"].as_str().unwrap().to_owned();
+    let again = post(
+        &server,
+        "/connection/poll",
+        json!({"client": first["client"], "channels": first["channels"],
+        "commands": [{"id": 2, "publish": {"channel": "play:x", "data": "down"}}]}),
+    )
+    .await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    eventually("the poller's session to close after its grace", || {
+        heard.0.lock().unwrap().iter().any(|(e, _)| e == "close")
+    })
+    .await;
+    let heard = heard.0.lock().unwrap().clone();
+    assert_eq!(
+        heard,
+        [
+            ("open".to_owned(), id.clone()),
+            ("\"up\"".to_owned(), id.clone()),
+            ("\"down\"".to_owned(), id.clone()),
+            ("close".to_owned(), id.clone()),
+        ],
+        "one session, opened before its first move, closed once"
+    );
+    eventually("the lease's client to be gone", || {
+        server.hub().connection_count() == 0
+    })
+    .await;
+    server.stop().await;
+}

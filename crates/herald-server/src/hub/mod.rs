@@ -216,22 +216,25 @@ impl Hub {
         name: Option<String>,
         allowed: Option<Vec<String>>,
     ) -> Arc<Client> {
-        self.register_as(user, name, allowed, false)
+        self.register_as(user, name, allowed, false, None)
     }
 
-    /// [`Hub::register`], `silent` or not (see [`Client::silent`]).
+    /// [`Hub::register`], `silent` or not (see [`Client::silent`]), and
+    /// named `shown` where the client is not a connection of its own (a
+    /// poller: `p17` in presence and to endpoints, whichever request).
     pub(crate) fn register_as(
         &self,
         user: String,
         name: Option<String>,
         allowed: Option<Vec<String>>,
         silent: bool,
+        shown: Option<String>,
     ) -> Arc<Client> {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
         let client = Arc::new(Client {
             id,
             info: Arc::new(ClientInfo {
-                client: id.to_string(),
+                client: shown.unwrap_or_else(|| id.to_string()),
                 user,
                 name,
             }),
@@ -826,25 +829,25 @@ mod tests {
         };
         let hub = Hub::new(Arc::new(config), Arc::new(Metrics::default()));
         let a = hub.register("u".into(), None, None);
-        hub.subscribe(&a, 1, &sub("game:x", false, None, None))
+        hub.subscribe(&a, 1, &sub("solo", false, None, None))
             .await
             .unwrap();
-        let epoch = epoch_of(&hub, "game:x").await;
+        let epoch = epoch_of(&hub, "solo").await;
         hub.unregister(&a);
         // Idle (no subscribers, no history): kept, but not listed.
         tokio::time::advance(std::time::Duration::from_secs(59)).await;
         hub.sweep();
-        assert_eq!(epoch_of(&hub, "game:x").await, epoch);
+        assert_eq!(epoch_of(&hub, "solo").await, epoch);
         assert!(hub.channels().is_empty());
         // A publication without history refreshes the idle clock.
-        hub.publish("game:x", raw("1"), None).await.unwrap();
+        hub.publish("solo", raw("1"), None).await.unwrap();
         tokio::time::advance(std::time::Duration::from_secs(59)).await;
         hub.sweep();
-        assert_eq!(epoch_of(&hub, "game:x").await, epoch);
+        assert_eq!(epoch_of(&hub, "solo").await, epoch);
         tokio::time::advance(std::time::Duration::from_secs(1)).await;
         hub.sweep();
         assert_eq!(hub.channels_held(), 0, "forgotten after the TTL");
-        assert_eq!(epoch_of(&hub, "game:x").await, "");
+        assert_eq!(epoch_of(&hub, "solo").await, "");
     }
 
     #[tokio::test]

@@ -26,8 +26,10 @@ use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 use super::{check_content_type, check_origin, drain};
+use crate::delivery::Item;
+use crate::endpoint::{Endpoints, Session};
 use crate::http::api::{ApiError, read_body};
-use crate::hub::Hub;
+use crate::hub::{Client, Hub};
 use crate::protocol::{ClientInfo, ErrorCode, SubscribeParams};
 use crate::server::Server;
 use crate::session::{ClientSession, Opening};
@@ -124,16 +126,33 @@ async fn answer(server: &Server, req: Request) -> Result<Response, ApiError> {
     }
     let wait = Duration::from_secs_f64(body.wait.min(config.poll_max_wait.as_secs_f64()));
 
+    // The poller's identity over all its polls: from its last answer, if
+    // this node made it.
+    let sessions = &server.sessions;
+    let known = body
+        .client
+        .as_deref()
+        .and_then(|t| sessions.tokens.verify(t, "poll").ok());
+    let sid = known.as_ref().map_or_else(|| sessions.next_id(), |c| c.sid);
+    let shown = format!("p{sid}");
     let connect = serde_json::json!({"id": 0, "connect": {"token": body.token, "name": body.name}});
     let opening = Opening {
         session: None,
         silent: true,
+        shown: Some(&shown),
     };
     let mut session = ClientSession::open(hub, &server.endpoints, &connect.to_string(), opening)
         .map_err(super::stream::refused)?;
     let client = session.client().clone();
     // The connect reply: not part of a poll's answer.
     drain(&client);
+    if known.is_some_and(|c| c.sub != client.info.user) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            ErrorCode::PermissionDenied,
+            "the client token is another user's: poll without it",
+        ));
+    }
 
     // Refused channels refuse the poll before its commands run, so a
     // poll that fails has done nothing.
@@ -150,6 +169,17 @@ async fn answer(server: &Server, req: Request) -> Result<Response, ApiError> {
             code,
             format!("{channel}: {}", code.message()),
         ));
+    }
+    // The lease first: an endpoint hears the poller arrive before its
+    // commands (a game's player exists before its first move).
+    let lease = server
+        .sessions
+        .pollers
+        .renew(server, sid, &client.info, &body.channels);
+    let mut messages = Vec::new();
+    // What endpoints sent the poller itself (`Session::send`).
+    for item in lease.take() {
+        pushed(&item.text(), &mut BTreeMap::new(), &mut messages);
     }
     let mut replies = Vec::new();
     for command in &body.commands {
@@ -169,7 +199,6 @@ async fn answer(server: &Server, req: Request) -> Result<Response, ApiError> {
     }
 
     let mut positions = BTreeMap::new();
-    let mut messages = Vec::new();
     for (channel, cursor) in &body.channels {
         let recover = cursor.epoch.is_some() || cursor.offset.is_some();
         let params = SubscribeParams {
@@ -196,12 +225,6 @@ async fn answer(server: &Server, req: Request) -> Result<Response, ApiError> {
         }
     }
 
-    let lease =
-        server
-            .sessions
-            .pollers
-            .renew(server, body.client.as_deref(), &client.info, &body.channels);
-
     if messages.is_empty() && !wait.is_zero() && !body.channels.is_empty() {
         let deadline = Instant::now() + wait;
         let mut batch = Vec::new();
@@ -226,6 +249,9 @@ async fn answer(server: &Server, req: Request) -> Result<Response, ApiError> {
     }
     drop(session);
     server.sessions.pollers.ended(&lease, hub);
+    for item in lease.take() {
+        pushed(&item.text(), &mut positions, &mut messages);
+    }
     let answer = Answer {
         id: format!("p{}", lease.sid),
         client: lease.token,
@@ -369,6 +395,11 @@ fn pushed(
 #[derive(Debug)]
 struct Lease {
     info: Arc<ClientInfo>,
+    /// The poller as endpoints see it (`Session`): a silent client of
+    /// the hub that lives as long as the lease, named like the poller.
+    client: Arc<Client>,
+    /// Namespaces whose endpoint heard `on_open` for this poller.
+    opened: Vec<String>,
     channels: Vec<String>,
     /// `None` while one of its polls is being answered.
     until: Option<Instant>,
@@ -386,6 +417,14 @@ pub(crate) struct Pollers {
 pub(crate) struct Renewed {
     sid: u64,
     token: String,
+    client: Arc<Client>,
+}
+
+impl Renewed {
+    /// What endpoints queued for the poller since its last poll.
+    fn take(&self) -> Vec<Item> {
+        drain(&self.client)
+    }
 }
 
 impl Pollers {
@@ -393,40 +432,49 @@ impl Pollers {
         self.leases.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Renews (or starts) the lease of the poller `client` names, for
-    /// `info` (the poll's user), on `channels`: joins what is new, leaves
-    /// what was dropped.
+    /// Renews (or starts) the lease `sid`, for `info` (the poll's user),
+    /// on `channels`: joins what is new, leaves what was dropped, and
+    /// opens or closes the poller's session with the namespaces'
+    /// endpoints.
     fn renew(
         &self,
         server: &Server,
-        client: Option<&str>,
+        sid: u64,
         info: &Arc<ClientInfo>,
         channels: &BTreeMap<String, Cursor>,
     ) -> Renewed {
         let hub = &server.hub;
-        let sessions = &server.sessions;
-        let sid = client
-            .and_then(|t| sessions.tokens.verify(t, "poll").ok())
-            .filter(|c| c.sub == info.user)
-            .map_or_else(|| sessions.next_id(), |c| c.sid);
-        let token = sessions.tokens.sign("poll", sid, &info.user);
+        let token = server.sessions.tokens.sign("poll", sid, &info.user);
+        let config = hub.config();
         let present: Vec<String> = channels
             .keys()
             .filter(|c| {
-                hub.config()
+                config
                     .namespace_of(c)
                     .is_some_and(|(_, ns)| ns.presence || ns.join_leave)
             })
             .cloned()
             .collect();
-        let (joined, left, who) = {
+        let mut namespaces: Vec<String> = Vec::new();
+        for channel in channels.keys() {
+            if let Some((ns, _)) = server.endpoints.for_channel(hub, channel)
+                && !namespaces.contains(&ns)
+            {
+                namespaces.push(ns);
+            }
+        }
+        let (joined, left, opened, closed, who, client) = {
             let mut leases = self.lock();
             let lease = leases.entry(sid).or_insert_with(|| Lease {
-                info: Arc::new(ClientInfo {
-                    client: format!("p{sid}"),
-                    user: info.user.clone(),
-                    name: info.name.clone(),
-                }),
+                info: info.clone(),
+                client: hub.register_as(
+                    info.user.clone(),
+                    info.name.clone(),
+                    None,
+                    true,
+                    Some(info.client.clone()),
+                ),
+                opened: Vec::new(),
                 channels: Vec::new(),
                 until: None,
                 polling: 0,
@@ -445,7 +493,20 @@ impl Pollers {
                 .cloned()
                 .collect();
             lease.channels = present;
-            (joined, left, lease.info.clone())
+            let opened: Vec<String> = namespaces
+                .iter()
+                .filter(|ns| !lease.opened.contains(ns))
+                .cloned()
+                .collect();
+            let closed: Vec<String> = lease
+                .opened
+                .iter()
+                .filter(|ns| !namespaces.contains(ns))
+                .cloned()
+                .collect();
+            lease.opened = namespaces;
+            let who = lease.info.clone();
+            (joined, left, opened, closed, who, lease.client.clone())
         };
         for channel in &left {
             hub.lease_leave(channel, &who);
@@ -453,7 +514,18 @@ impl Pollers {
         for channel in &joined {
             hub.lease_join(channel, &who);
         }
-        Renewed { sid, token }
+        let session = Session::new(client.clone());
+        for ns in &closed {
+            if let Some(endpoint) = server.endpoints.get(ns) {
+                endpoint.on_close(hub, &session, ns);
+            }
+        }
+        for ns in &opened {
+            if let Some(endpoint) = server.endpoints.get(ns) {
+                endpoint.on_open(hub, &session, ns);
+            }
+        }
+        Renewed { sid, token, client }
     }
 
     /// A poll of `renewed` was answered: its grace starts when its last
@@ -469,8 +541,9 @@ impl Pollers {
     }
 
     /// Ends the leases whose grace has passed: leave pushes, out of
-    /// presence. `Server::serve` calls it every second.
-    pub(crate) fn sweep(&self, hub: &Hub) {
+    /// presence, endpoints' `on_close`. `Server::serve` calls it every
+    /// second.
+    pub(crate) fn sweep(&self, hub: &Arc<Hub>, endpoints: &Endpoints) {
         let now = Instant::now();
         let expired: Vec<Lease> = {
             let mut leases = self.lock();
@@ -485,6 +558,13 @@ impl Pollers {
             for channel in &lease.channels {
                 hub.lease_leave(channel, &lease.info);
             }
+            let session = Session::new(lease.client.clone());
+            for ns in &lease.opened {
+                if let Some(endpoint) = endpoints.get(ns) {
+                    endpoint.on_close(hub, &session, ns);
+                }
+            }
+            hub.unregister(&lease.client);
         }
     }
 }

@@ -152,6 +152,7 @@ fn start(server: &Server, connect: &str, framing: Framing) -> Result<Response, A
     let opening = Opening {
         session: Some((&sessions.tokens, sid)),
         silent: false,
+        shown: None,
     };
     let session = match ClientSession::open(hub, &server.endpoints, connect, opening) {
         Ok(session) => session,
