@@ -53,7 +53,7 @@ const LOGIN_TTL: Duration = Duration::from_secs(300);
 const MAX_USER: usize = 64;
 
 #[derive(Debug)]
-struct Login {
+pub(crate) struct Login {
     channel: String,
     created: Instant,
     confirmed: Option<Confirmed>,
@@ -69,8 +69,12 @@ struct Confirmed {
 #[derive(Debug, Clone)]
 struct Qr {
     hub: Arc<Hub>,
-    logins: Arc<Mutex<HashMap<String, Login>>>,
+    logins: Logins,
 }
+
+/// The pending logins, one table for every server thread (each thread
+/// builds its own router; a phone's request may land on any of them).
+pub(crate) type Logins = Arc<Mutex<HashMap<String, Login>>>;
 
 impl Qr {
     fn logins(&self) -> std::sync::MutexGuard<'_, HashMap<String, Login>> {
@@ -86,7 +90,10 @@ impl Qr {
 }
 
 /// The demo's pages and its four calls, for the public listener.
-pub(crate) fn routes<S: Clone + Send + Sync + 'static>(hub: &Arc<Hub>) -> Router<S> {
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(
+    hub: &Arc<Hub>,
+    logins: &Logins,
+) -> Router<S> {
     Router::new()
         .route("/demo/qr-login", get(|| async { Html(DESKTOP) }))
         .route("/demo/qr-login/phone", get(|| async { Html(PHONE) }))
@@ -97,7 +104,7 @@ pub(crate) fn routes<S: Clone + Send + Sync + 'static>(hub: &Arc<Hub>) -> Router
         .route("/demo/qr-login/exchange", post(exchange))
         .with_state(Qr {
             hub: hub.clone(),
-            logins: Arc::default(),
+            logins: logins.clone(),
         })
 }
 

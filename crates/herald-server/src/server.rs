@@ -32,6 +32,8 @@ pub struct Server {
     pub(crate) endpoints: Arc<Endpoints>,
     /// The HTTP transports' streams, pollers and session tokens.
     pub(crate) sessions: Arc<crate::transport::Sessions>,
+    /// The QR login demo's pending logins, shared by every thread's router.
+    pub(crate) qr_logins: crate::demo_qr::Logins,
     pub(crate) acceptor: Acceptor,
     /// Open WebSocket connections, for `max_connections`.
     pub(crate) connections: Arc<AtomicUsize>,
@@ -68,6 +70,7 @@ impl Server {
             sessions: Arc::new(crate::transport::Sessions::new(hub.config())),
             hub,
             endpoints: Arc::default(),
+            qr_logins: Arc::default(),
             acceptor: Acceptor::new(ws_config),
             connections: Arc::default(),
         }
@@ -99,7 +102,7 @@ impl Server {
                 .route("/demo/chat", get(|| async { Html(crate::demo::CHAT) }))
                 .route("/demo/quotes", get(|| async { Html(crate::demo::QUOTES) }))
                 .route("/demo/game", get(|| async { Html(crate::demo::GAME) }))
-                .merge(crate::demo_qr::routes(&self.hub));
+                .merge(crate::demo_qr::routes(&self.hub, &self.qr_logins));
         }
         if surface != Surface::Admin {
             router = router
