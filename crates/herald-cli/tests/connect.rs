@@ -12,7 +12,13 @@ fn echo() -> (Herald, String) {
     let line = echo
         .wait_for("herald echo listening on ", TIMEOUT)
         .unwrap_or_else(|| panic!("herald echo did not start: {}", echo.text()));
-    let url = line["herald echo listening on ".len()..].trim().to_owned();
+    // "herald echo listening on ws://ADDR (1 thread)": the URL is the
+    // first word.
+    let url = line["herald echo listening on ".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     (echo, format!("{url}/"))
 }
 
