@@ -180,7 +180,7 @@ pub struct ClientInfo {
 }
 
 /// One publication as kept in history and sent to clients.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Publication {
     /// The channel's sequence number of this publication.
     pub offset: u64,
