@@ -50,6 +50,10 @@ pub(crate) struct Args {
     /// PEM private key for --tls-cert.
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Share channels with other nodes through Redis
+    /// (`redis://HOST:PORT`); default: in memory, this process only.
+    #[arg(long, value_name = "URL")]
+    broker: Option<String>,
     /// Server threads [default: the number of cores]. Each runs its own
     /// event loop (a current-thread tokio runtime) and accepts on its own
     /// socket bound to the same address (SO_REUSEPORT), so the kernel
@@ -115,6 +119,9 @@ fn config(
     }
     if let Some(k) = &args.tls_key {
         config.tls_key = Some(k.clone());
+    }
+    if let Some(url) = &args.broker {
+        config.broker_url = Some(url.clone());
     }
     config.validate()?;
     Ok(config)
@@ -210,7 +217,9 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
                  (never behind a reverse proxy on this host; set api_key)"
             ),
         }
-        Server::new(config)
+        Server::connect(config)
+            .await
+            .map_err(std::io::Error::other)?
             .serve_threads(listeners, admin, shutdown_signal())
             .await?;
         eprintln!("herald serve: drained, bye");

@@ -142,6 +142,10 @@ pub struct ServerConfig {
     /// whose peer stops reading is closed after it. Default 30 s.
     #[serde(with = "secs")]
     pub http_write_timeout: Duration,
+    /// Where channels live: unset (default), in this process's memory;
+    /// `redis://HOST:PORT`, in Redis, shared with every node pointed at
+    /// the same Redis (publications, history, presence).
+    pub broker_url: Option<String>,
     /// Secret that signs the session tokens of the HTTP transports (a
     /// stream's `session`, a poller's `client`). Nodes that share it accept
     /// each other's tokens; unset (default): a random secret per process,
@@ -317,6 +321,7 @@ impl Default for ServerConfig {
             drain: Duration::from_secs(5),
             join_leave_interval: Duration::from_secs(1),
             transport_secret: None,
+            broker_url: None,
             http_write_timeout: Duration::from_secs(30),
             max_name_size: 256,
             http_keepalive: Duration::from_secs(15),

@@ -42,6 +42,30 @@ pub struct Server {
 impl Server {
     /// A server with `config`.
     pub fn new(config: ServerConfig) -> Self {
+        let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
+        Self::with_hub(hub)
+    }
+
+    /// A server with `config`, connected to its broker first: Redis when
+    /// `broker_url` is set (an error if it cannot be reached), else the
+    /// in-memory broker as [`Server::new`].
+    pub async fn connect(config: ServerConfig) -> Result<Self, String> {
+        let Some(url) = config.broker_url.clone() else {
+            return Ok(Self::new(config));
+        };
+        let broker = crate::broker::redis::RedisBroker::connect(&url, config.channel_meta_ttl)
+            .await
+            .map_err(|e| format!("broker {url}: {e}"))?;
+        let broker = Arc::new(broker);
+        let hub = Hub::with_broker(Arc::new(config), Arc::new(Metrics::default()), |sink| {
+            broker.attach(sink);
+            broker
+        });
+        Ok(Self::with_hub(Arc::new(hub)))
+    }
+
+    fn with_hub(hub: Arc<Hub>) -> Self {
+        let config = hub.config();
         let ws_config = Config::default()
             .protocol(
                 herald::ProtocolConfig::default()
@@ -56,7 +80,6 @@ impl Server {
                 DeflateMode::Shared => Some(herald::DeflateConfig::no_context_takeover()),
                 DeflateMode::PerConnection => Some(herald::DeflateConfig::default()),
             });
-        let hub = Arc::new(Hub::new(Arc::new(config), Arc::new(Metrics::default())));
         for warning in hub.config().warnings() {
             tracing::warn!("{warning}");
         }

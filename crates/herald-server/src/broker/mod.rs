@@ -23,7 +23,6 @@ use std::time::Duration;
 use crate::protocol::{ClientInfo, Publication};
 
 mod memory;
-#[allow(dead_code)] // work in progress: not wired into `herald serve` yet (issue 15)
 pub(crate) mod redis;
 
 pub(crate) use memory::MemoryBroker;

@@ -16,7 +16,7 @@ use std::sync::{Arc, OnceLock};
 
 use futures_util::StreamExt as _;
 use redis::AsyncCommands as _;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::{Broker, BrokerError, BrokerFuture, Placed, Retention, Since, Sink, Stream};
 use crate::protocol::{ClientInfo, Publication};
@@ -45,8 +45,14 @@ return {epoch, offset}
 pub(crate) struct RedisBroker {
     conn: redis::aio::MultiplexedConnection,
     publish: redis::Script,
-    /// SUBSCRIBE / UNSUBSCRIBE for the pub/sub connection, in order.
-    interest: mpsc::UnboundedSender<(bool, String)>,
+    /// SUBSCRIBE / UNSUBSCRIBE for the pub/sub connection, in order;
+    /// a SUBSCRIBE carries the sender that says it took effect.
+    interest: mpsc::UnboundedSender<(bool, String, Option<watch::Sender<bool>>)>,
+    /// Channels by pub/sub name whose SUBSCRIBE was sent: whether Redis
+    /// confirmed it. A history read waits for it, so that a publication
+    /// is either in the history read or delivered live (the hub's
+    /// subscribe merge relies on it).
+    subscribed: std::sync::Mutex<std::collections::HashMap<String, watch::Receiver<bool>>>,
     sink: Arc<OnceLock<Arc<dyn Sink>>>,
     meta_ttl: u64,
 }
@@ -113,16 +119,22 @@ impl RedisBroker {
             .map_err(failed)?;
         let (mut sink_half, mut stream_half) =
             client.get_async_pubsub().await.map_err(failed)?.split();
-        let (interest, mut wanted) = mpsc::unbounded_channel::<(bool, String)>();
+        let (interest, mut wanted) =
+            mpsc::unbounded_channel::<(bool, String, Option<watch::Sender<bool>>)>();
         tokio::spawn(async move {
-            while let Some((on, name)) = wanted.recv().await {
+            while let Some((on, name, confirmed)) = wanted.recv().await {
                 let done = if on {
                     sink_half.subscribe(&name).await
                 } else {
                     sink_half.unsubscribe(&name).await
                 };
-                if let Err(e) = done {
-                    tracing::warn!("redis broker: (un)subscribe {name}: {e}");
+                match done {
+                    Ok(()) => {
+                        if let Some(confirmed) = confirmed {
+                            let _ = confirmed.send(true);
+                        }
+                    }
+                    Err(e) => tracing::warn!("redis broker: (un)subscribe {name}: {e}"),
                 }
             }
         });
@@ -161,6 +173,7 @@ impl RedisBroker {
             conn,
             publish: redis::Script::new(PUBLISH),
             interest,
+            subscribed: std::sync::Mutex::default(),
             sink,
             meta_ttl: meta_ttl.as_secs().max(1),
         })
@@ -245,6 +258,18 @@ impl Broker for RedisBroker {
 
     fn history<'a>(&'a self, channel: &'a str, since: Since) -> BrokerFuture<'a, Stream> {
         Box::pin(async move {
+            let pending = self
+                .subscribed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&pubsub_name(channel))
+                .cloned();
+            if let Some(mut confirmed) = pending {
+                confirmed
+                    .wait_for(|done| *done)
+                    .await
+                    .map_err(|_| BrokerError("the pub/sub connection is gone".into()))?;
+            }
             let create = !matches!(since, Since::Last(_));
             let (epoch, top) = self.position(channel, create).await?;
             let mut conn = self.conn.clone();
@@ -277,11 +302,22 @@ impl Broker for RedisBroker {
     }
 
     fn subscribe(&self, channel: &str) {
-        let _ = self.interest.send((true, pubsub_name(channel)));
+        let name = pubsub_name(channel);
+        let (confirmed, wait) = watch::channel(false);
+        self.subscribed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.clone(), wait);
+        let _ = self.interest.send((true, name, Some(confirmed)));
     }
 
     fn unsubscribe(&self, channel: &str) {
-        let _ = self.interest.send((false, pubsub_name(channel)));
+        let name = pubsub_name(channel);
+        self.subscribed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+        let _ = self.interest.send((false, name, None));
     }
 
     fn join(&self, channel: &str, info: &Arc<ClientInfo>) {
@@ -406,15 +442,11 @@ mod tests {
             offset: None,
         };
         b.subscribe(&reader, 1, &params).await.expect("subscribe");
-        // SUBSCRIBE goes out in the background: publish until B hears.
-        let mut published = Vec::new();
+        // The subscribe returned once Redis confirmed SUBSCRIBE, so the
+        // very first publication made after it is delivered live.
+        let published = [a.publish("chat:r", raw("0"), None).await.unwrap()];
         let mut got = Vec::new();
-        for i in 0..200 {
-            published.push(
-                a.publish("chat:r", raw(&i.to_string()), None)
-                    .await
-                    .unwrap(),
-            );
+        for _ in 0..500 {
             got.extend(
                 crate::transport::drain(&reader)
                     .into_iter()

@@ -80,9 +80,20 @@ pub struct TestServer {
 impl TestServer {
     /// Binds first (so the port is known), then serves in a task.
     pub async fn start(config: ServerConfig) -> Self {
+        Self::start_server(Server::new(config)).await
+    }
+
+    /// [`TestServer::start`] with its broker connected first
+    /// (`Server::connect`: Redis when `broker_url` is set).
+    pub async fn connect(config: ServerConfig) -> Self {
+        let server = Server::connect(config).await.expect("the broker");
+        Self::start_server(server).await
+    }
+
+    /// Serves `server` on an ephemeral port.
+    pub async fn start_server(server: Server) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("local_addr");
-        let server = Server::new(config);
         let hub = server.hub().clone();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.clone().serve(listener, async move {
@@ -873,5 +884,46 @@ impl TestCa {
 impl Drop for TestCa {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+// ----- redis-server ----------------------------------------------------------
+
+/// A redis-server of its own on a free port of 127.0.0.1 (scripts/test
+/// installs Debian's), killed when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-peers installs it)");
+        for _ in 0..500 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}/"),
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
