@@ -152,6 +152,35 @@ struct Stats {
 }
 
 impl Shared {
+    fn new(
+        args: &Args,
+        addr: std::net::SocketAddr,
+        host: &str,
+        start: Instant,
+        clients: usize,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            start,
+            namespace: args.namespace.clone(),
+            host: host.to_owned(),
+            addr,
+            up: AtomicU64::new(0),
+            down: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            ready: AtomicUsize::new(0),
+            failed: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            stats: Mutex::new(Stats {
+                latency: latency_histogram(),
+                unique: 0,
+                duplicates: 0,
+                seen: (0..clients)
+                    .map(|_| [HashSet::new(), HashSet::new()])
+                    .collect(),
+            }),
+        })
+    }
+
     fn own(&self, client: usize) -> String {
         format!("{}:c{client}", self.namespace)
     }
@@ -574,24 +603,7 @@ async fn run_one(
     host: &str,
 ) -> Result<Report, BoxError> {
     let n = args.clients;
-    let shared = Arc::new(Shared {
-        start: Instant::now(),
-        namespace: args.namespace.clone(),
-        host: host.to_owned(),
-        addr,
-        up: AtomicU64::new(0),
-        down: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-        ready: AtomicUsize::new(0),
-        failed: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        stats: Mutex::new(Stats {
-            latency: latency_histogram(),
-            unique: 0,
-            duplicates: 0,
-            seen: (0..n).map(|_| [HashSet::new(), HashSet::new()]).collect(),
-        }),
-    });
+    let shared = Shared::new(args, addr, host, Instant::now(), n);
     let gate = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..n {
@@ -644,24 +656,8 @@ async fn run_one(
     );
     let cpu0 = args.server_pid.map(CpuTime::of).transpose()?;
     let t0 = Instant::now();
-    let publisher_shared = Arc::new(Shared {
-        start: shared.start,
-        namespace: args.namespace.clone(),
-        host: host.to_owned(),
-        addr,
-        up: AtomicU64::new(0),
-        down: AtomicU64::new(0),
-        requests: AtomicU64::new(0),
-        ready: AtomicUsize::new(0),
-        failed: AtomicUsize::new(0),
-        stop: AtomicBool::new(false),
-        stats: Mutex::new(Stats {
-            latency: latency_histogram(),
-            unique: 0,
-            duplicates: 0,
-            seen: Vec::new(),
-        }),
-    });
+    // The publisher's bytes are not the clients'.
+    let publisher_shared = Shared::new(args, addr, host, shared.start, 0);
     let mut publisher = Http::connect(&publisher_shared).await?;
     let (rate, targets): (f64, usize) = match scenario {
         Scenario::Personal => (n as f64 / 60.0, n),

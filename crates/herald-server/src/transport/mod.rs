@@ -78,6 +78,35 @@ pub(crate) fn check_origin(headers: &HeaderMap, config: &ServerConfig) -> Result
     }
 }
 
+/// The connection limit, before a stream takes a place (503 past it).
+pub(crate) fn check_capacity(server: &crate::server::Server) -> Result<(), ApiError> {
+    let config = server.hub.config();
+    if server.connections.load(Ordering::Relaxed) >= config.max_connections {
+        server.hub.metrics().handshake_failure("capacity");
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::LimitExceeded,
+            "too many connections",
+        ));
+    }
+    Ok(())
+}
+
+/// At most `max_commands_per_post` commands in one request (413 past it).
+pub(crate) fn check_commands(n: usize, config: &ServerConfig) -> Result<(), ApiError> {
+    if n > config.max_commands_per_post {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::LimitExceeded,
+            format!(
+                "more than {} commands (max_commands_per_post)",
+                config.max_commands_per_post
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Transport requests carry JSON as `application/json`, or as
 /// `text/plain`, which a browser sends without a CORS preflight.
 pub(crate) fn check_content_type(headers: &HeaderMap) -> Result<(), ApiError> {

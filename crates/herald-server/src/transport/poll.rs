@@ -101,16 +101,7 @@ async fn answer(server: &Server, req: Request) -> Result<Response, ApiError> {
     let body = read_body(req, limit, "max_message_size x max_commands_per_post").await?;
     let body: PollBody<'_> =
         serde_json::from_slice(&body).map_err(|e| bad(format!("invalid body: {e}")))?;
-    if body.commands.len() > config.max_commands_per_post {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::LimitExceeded,
-            format!(
-                "more than {} commands (max_commands_per_post)",
-                config.max_commands_per_post
-            ),
-        ));
-    }
+    super::check_commands(body.commands.len(), config)?;
     if body.channels.len() > config.max_subscriptions {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

@@ -100,18 +100,7 @@ async fn open(
             ),
         ));
     }
-    if server
-        .connections
-        .load(std::sync::atomic::Ordering::Relaxed)
-        >= config.max_connections
-    {
-        hub.metrics().handshake_failure("capacity");
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::LimitExceeded,
-            "too many connections",
-        ));
-    }
+    super::check_capacity(server)?;
     let token = query.iter().find(|(k, _)| k == "token").map(|(_, v)| v);
     // An id the server did not make (or mangled) is as good as none: the
     // stream starts from now, and says so in its first event.

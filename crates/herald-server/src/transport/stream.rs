@@ -135,18 +135,7 @@ pub(crate) fn open_sse(server: &Server, headers: &HeaderMap, connect: &str) -> R
 fn start(server: &Server, connect: &str, framing: Framing) -> Result<Response, ApiError> {
     let hub = &server.hub;
     let config = hub.config();
-    if server
-        .connections
-        .load(std::sync::atomic::Ordering::Relaxed)
-        >= config.max_connections
-    {
-        hub.metrics().handshake_failure("capacity");
-        return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::LimitExceeded,
-            "too many connections",
-        ));
-    }
+    super::check_capacity(server)?;
     let sessions = &server.sessions;
     let sid = sessions.next_id();
     let opening = Opening {
@@ -362,16 +351,7 @@ pub(crate) async fn send(State(server): State<Server>, req: Request) -> Response
                 format!("invalid body: {e}"),
             )
         })?;
-        if body.commands.len() > config.max_commands_per_post {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                ErrorCode::LimitExceeded,
-                format!(
-                    "more than {} commands (max_commands_per_post)",
-                    config.max_commands_per_post
-                ),
-            ));
-        }
+        super::check_commands(body.commands.len(), config)?;
         let sessions = &server.sessions;
         let claims = sessions
             .tokens
