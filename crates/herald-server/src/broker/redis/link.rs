@@ -129,6 +129,10 @@ impl Link {
         }
     }
 
+    pub(super) fn is_up(&self) -> bool {
+        self.up.load(Ordering::SeqCst)
+    }
+
     pub(super) fn health(&self) -> Result<(), String> {
         if !self.up.load(Ordering::SeqCst) {
             return Err("the pub/sub connection to Redis is down; reconnecting".into());

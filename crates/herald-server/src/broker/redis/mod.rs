@@ -233,6 +233,17 @@ impl RedisBroker {
             own,
             config.reconnect_max_delay,
         ));
+        // Ready when the pub/sub connection is: a node that answers
+        // nothing from other nodes yet is not started.
+        let deadline = tokio::time::Instant::now() + config.timeout.max(Duration::from_secs(1));
+        while !link.is_up() {
+            if tokio::time::Instant::now() > deadline {
+                return Err(BrokerError(
+                    "the pub/sub connection could not be made".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         Ok(Self {
             presence: presence::Presence::new(conn.clone(), reader.node(), config.presence_ttl),
             conn,
@@ -270,7 +281,10 @@ impl RedisBroker {
         let mut conn = self.conn.clone();
         if create {
             let key = meta_key(channel);
-            let _: bool = conn.hset_nx(&key, "epoch", new_epoch()).await.map_err(failed)?;
+            let _: bool = conn
+                .hset_nx(&key, "epoch", new_epoch())
+                .await
+                .map_err(failed)?;
             let _: bool = conn
                 .expire(&key, self.meta_ttl as i64)
                 .await

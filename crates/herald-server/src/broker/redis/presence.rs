@@ -180,12 +180,21 @@ impl Presence {
     }
 
     pub(super) async fn list(&self, channel: &str) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
+        self.list_at(channel, now_ms()).await
+    }
+
+    /// Who is present in `channel` at `now` (ms since the Unix epoch).
+    pub(super) async fn list_at(
+        &self,
+        channel: &str,
+        now: u64,
+    ) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
         let mut conn = self.conn.clone();
         let values: Vec<String> = self
             .read
             .key(hash_key(channel))
             .key(expiry_key(channel))
-            .arg(now_ms())
+            .arg(now)
             .arg("list")
             .invoke_async(&mut conn)
             .await
