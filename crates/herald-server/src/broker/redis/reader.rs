@@ -120,8 +120,12 @@ impl Reader {
         else {
             return;
         };
-        let epoch: Arc<str> = head.into();
         let last = self.delivered().get(channel).cloned();
+        // The epoch's one allocation, shared by every publication of it.
+        let epoch: Arc<str> = match &last {
+            Some((e, _)) if **e == *head => e.clone(),
+            _ => head.into(),
+        };
         match last {
             Some((e, o)) if e == epoch => {
                 if offset <= o {
@@ -149,8 +153,17 @@ impl Reader {
         if let Some(sink) = self.sink.get() {
             sink.deliver(channel, epoch, &publication);
         }
-        self.delivered()
-            .insert(channel.to_owned(), (epoch.clone(), offset));
+        self.set_delivered(channel, epoch, offset);
+    }
+
+    fn set_delivered(&self, channel: &str, epoch: &Arc<str>, offset: u64) {
+        let mut delivered = self.delivered();
+        match delivered.get_mut(channel) {
+            Some(at) => *at = (epoch.clone(), offset),
+            None => {
+                delivered.insert(channel.to_owned(), (epoch.clone(), offset));
+            }
+        }
     }
 
     fn gap(&self, channel: &str, epoch: &Arc<str>, offset: u64) {
@@ -159,8 +172,7 @@ impl Reader {
         if let Some(sink) = self.sink.get() {
             sink.gap(channel, epoch, offset);
         }
-        self.delivered()
-            .insert(channel.to_owned(), (epoch.clone(), offset));
+        self.set_delivered(channel, epoch, offset);
     }
 
     /// Delivers `channel`'s publications after `after` up to `upto` from
