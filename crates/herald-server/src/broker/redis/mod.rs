@@ -331,7 +331,7 @@ impl Broker for RedisBroker {
             if self.link.wants(&pubsub_name(channel)) {
                 self.reader.baseline(channel, &epoch, top);
             }
-            let publications = match since {
+            let mut publications = match since {
                 Since::Position => Vec::new(),
                 Since::Offset(offset) => read_range(&self.conn, channel, offset + 1, None).await?,
                 Since::Last(n) => {
@@ -348,6 +348,11 @@ impl Broker for RedisBroker {
                     list
                 }
             };
+            // The range is read after `top`: a publication made in between
+            // is past the position this reply gives, and reaches a
+            // subscriber live (its SUBSCRIBE was confirmed first); kept here
+            // too, it would arrive twice.
+            publications.retain(|p| p.offset <= top);
             Ok(Stream {
                 epoch,
                 top,
