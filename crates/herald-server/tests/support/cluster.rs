@@ -127,7 +127,31 @@ pub fn herald_bin() -> &'static Path {
             Some(other) => other,
         };
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let out = Command::new(cargo)
+        let mut command = Command::new(cargo);
+        // The variables Cargo sets for this test (CARGO_MANIFEST_DIR,
+        // CARGO_PKG_NAME, ...) are ones build scripts watch (ring's:
+        // `rerun-if-env-changed`); passed on, they would make this build
+        // differ from the one that built the test, and each rebuild the
+        // other's dependencies, every run.
+        for (key, _) in std::env::vars_os() {
+            let k = key.to_string_lossy();
+            let set_for_tests = k.starts_with("CARGO_PKG_")
+                || k.starts_with("CARGO_MANIFEST_")
+                || k.starts_with("CARGO_CFG_")
+                || [
+                    "CARGO_CRATE_NAME",
+                    "CARGO_BIN_NAME",
+                    "CARGO_PRIMARY_PACKAGE",
+                    "CARGO_TARGET_TMPDIR",
+                    "CARGO_RUSTC_CURRENT_DIR",
+                    "OUT_DIR",
+                ]
+                .contains(&&*k);
+            if set_for_tests {
+                command.env_remove(&key);
+            }
+        }
+        let out = command
             .args(["build", "-p", "herald-cli", "--bin", "herald"])
             .args([
                 "--message-format",
