@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::cluster::{
     Cluster, Follow, Followers, Options, Publisher, Streamed, Summary, poll_until, request,
-    urlencode, wait_for, wait_until,
+    urlencode, wait_until,
 };
 use support::{Conn, closed, offsets};
 
@@ -97,6 +97,7 @@ async fn over_websocket(url: String, ready: tokio::sync::mpsc::Sender<&'static s
     let mut conn = Conn::connect(&url, json!({})).await;
     conn.subscribe(TRANSPORT_CHANNEL).await;
     ready.send("websocket").await.map_err(|e| e.to_string())?;
+    drop(ready);
     Ok(offsets(
         &conn.publications(TRANSPORT_CHANNEL, N as usize).await,
     ))
@@ -126,27 +127,37 @@ async fn over_stream(
         .as_str()
         .ok_or_else(|| format!("{name}: no session in {reply}"))?
         .to_owned();
-    let body = json!({"session": session, "commands": [{"id": 2, "subscribe": {"channel": TRANSPORT_CHANNEL}}]});
-    let sent = request(
-        proxy,
-        "POST",
-        "/connection/send",
-        &[],
-        Some(&body.to_string()),
-        Duration::from_secs(5),
-    )
-    .await?;
-    if sent.status != 202 {
-        return Err(format!(
-            "{name}: POST /connection/send to another node answered {} {} (want 202: forwarded to the stream's node)",
-            sent.status, sent.body
-        ));
-    }
-    let reply = next_message(&mut s, sse, name).await?;
-    if reply["id"] != 2 || reply.get("error").is_some() {
-        return Err(format!("{name}: the subscribe reply: {reply}"));
+    // Two commands, two POSTs: through the proxy, on the two other nodes.
+    let commands = [
+        json!({"id": 2, "subscribe": {"channel": TRANSPORT_CHANNEL}}),
+        json!({"id": 3, "ping": {}}),
+    ];
+    for command in commands {
+        let id = command["id"].clone();
+        let body = json!({"session": session, "commands": [command]});
+        let sent = request(
+            proxy,
+            "POST",
+            "/connection/send",
+            &[],
+            Some(&body.to_string()),
+            Duration::from_secs(5),
+        )
+        .await?;
+        if sent.status != 202 {
+            return Err(format!(
+                "{name}: POST /connection/send to another node answered {} {} \
+                 (want 202: forwarded to the stream's node)",
+                sent.status, sent.body
+            ));
+        }
+        let reply = next_message(&mut s, sse, name).await?;
+        if reply["id"] != id || reply.get("error").is_some() {
+            return Err(format!("{name}: the reply to command {id}: {reply}"));
+        }
     }
     ready.send(name).await.map_err(|e| e.to_string())?;
+    drop(ready);
     let mut got = Vec::new();
     while (got.len() as u64) < N {
         take(&next_message(&mut s, sse, name).await?, &mut got)?;
@@ -194,6 +205,7 @@ async fn over_polls(
     let client = first["client"].clone();
     let mut position = first["channels"][TRANSPORT_CHANNEL].clone();
     ready.send(name).await.map_err(|e| e.to_string())?;
+    drop(ready);
     let mut got = Vec::new();
     let start = Instant::now();
     for _ in 0..1000 {
@@ -206,8 +218,21 @@ async fn over_polls(
             "wait": wait,
         }))
         .await?;
+        let before = got.len();
         for m in answer["messages"].as_array().into_iter().flatten() {
             take(m, &mut got)?;
+        }
+        // Each answer starts after the position sent and its new position
+        // is its last publication's: anything else makes duplicates.
+        let next = answer["channels"][TRANSPORT_CHANNEL]["offset"].as_u64();
+        let sent = position["offset"].as_u64();
+        let new = &got[before..];
+        if new.first().is_some_and(|f| sent.is_some_and(|p| *f <= p))
+            || new.last().is_some_and(|l| next.is_some_and(|n| *l > n))
+        {
+            return Err(format!(
+                "{name}: sent position {position}, got {answer} (offsets so far {got:?})"
+            ));
         }
         position = answer["channels"][TRANSPORT_CHANNEL].clone();
         if wait == 0 {
@@ -222,27 +247,34 @@ async fn over_polls(
 async fn every_transport_works_through_a_round_robin_proxy() {
     let fleet = Cluster::start(Options::default()).await;
     let proxy = fleet.proxy.addr;
-    let (ready, mut readied) = tokio::sync::mpsc::channel(8);
     let mut clients = tokio::task::JoinSet::new();
-    clients.spawn(tagged(
-        "websocket",
-        over_websocket(fleet.proxy_ws_url(), ready.clone()),
-    ));
-    clients.spawn(tagged("sse", over_stream(proxy, true, ready.clone())));
-    clients.spawn(tagged(
-        "http streaming",
-        over_stream(proxy, false, ready.clone()),
-    ));
-    clients.spawn(tagged("long polling", over_polls(proxy, 5, ready.clone())));
-    clients.spawn(tagged("polling", over_polls(proxy, 0, ready.clone())));
-    drop(ready);
-    // Every client subscribed (or failed: its task ends, dropping its
-    // sender) before the first publication.
+    // One at a time, so that nothing else goes through the proxy while a
+    // client sets up: a stream's commands then surely land on the other
+    // two nodes.
     let mut subscribed = Vec::new();
-    while let Ok(Some(name)) = tokio::time::timeout(Duration::from_secs(20), readied.recv()).await {
-        subscribed.push(name);
-        if subscribed.len() == 5 {
-            break;
+    for name in [
+        "websocket",
+        "sse",
+        "http streaming",
+        "long polling",
+        "polling",
+    ] {
+        let (ready, mut readied) = tokio::sync::mpsc::channel(1);
+        let url = fleet.proxy_ws_url();
+        clients.spawn(async move {
+            let collected = match name {
+                "websocket" => over_websocket(url, ready).await,
+                "sse" => over_stream(proxy, true, ready).await,
+                "http streaming" => over_stream(proxy, false, ready).await,
+                "long polling" => over_polls(proxy, 5, ready).await,
+                _ => over_polls(proxy, 0, ready).await,
+            };
+            (name, collected)
+        });
+        // Subscribed, or failed (its sender dropped).
+        if let Ok(Some(name)) = tokio::time::timeout(Duration::from_secs(20), readied.recv()).await
+        {
+            subscribed.push(name);
         }
     }
     // The publications, through the proxy too: each on a new connection,
@@ -273,14 +305,6 @@ async fn every_transport_works_through_a_round_robin_proxy() {
         counts.iter().all(|&n| n > 0),
         "the proxy used every node: {counts:?}"
     );
-}
-
-/// Names a client's result.
-async fn tagged(
-    name: &'static str,
-    f: impl std::future::Future<Output = Collected>,
-) -> (&'static str, Collected) {
-    (name, f.await)
 }
 
 // ----- a node killed under load --------------------------------------------
@@ -371,8 +395,9 @@ async fn clients_of_a_killed_node_recover_everything_on_the_others() {
     assert!(
         (s.lost, s.duplicated, s.out_of_order) == (0, 0, 0) && s.clients_with_errors == 0,
         "every client gets every publication once, in order, or a gap signal; \
-         first errors: {:?}\n{}",
+         first errors: {:?}; first anomalies: {:#?}\n{}",
         s.errors,
+        s.anomalies,
         fleet.logs()
     );
     assert_eq!(s.disconnects, CLIENTS, "each client was cut off once");
@@ -421,19 +446,7 @@ async fn a_redis_restart_keeps_every_connection_and_every_acknowledged_publicati
     let mut problems = Vec::new();
     fleet.redis.shutdown().await;
     let down = Instant::now();
-    for node in &fleet.nodes {
-        let unhealthy = wait_for(Duration::from_secs(10), || async {
-            node.health().await == Some(503)
-        })
-        .await;
-        if unhealthy.is_err() {
-            problems.push(format!(
-                "node {}: /health answered {:?}, not 503, 10 s after Redis went down",
-                node.name,
-                node.health().await
-            ));
-        }
-    }
+    problems.extend(fleet.health_becomes(503, Duration::from_secs(10)).await);
     // The publisher keeps going: its publications fail while Redis is down.
     let failed_before = publisher.counts().1;
     if wait_until(Duration::from_secs(15), || {
@@ -450,19 +463,7 @@ async fn a_redis_restart_keeps_every_connection_and_every_acknowledged_publicati
     fleet.redis.restart().await;
     println!("Redis was down for {:?}", down.elapsed());
     let up = Instant::now();
-    for node in &fleet.nodes {
-        let healthy = wait_for(Duration::from_secs(20), || async {
-            node.health().await == Some(200)
-        })
-        .await;
-        if healthy.is_err() {
-            problems.push(format!(
-                "node {}: /health answered {:?}, not 200, 20 s after Redis came back",
-                node.name,
-                node.health().await
-            ));
-        }
-    }
+    problems.extend(fleet.health_becomes(200, Duration::from_secs(20)).await);
     let ok_at_restart = publisher.counts().0;
     if wait_until(Duration::from_secs(20), || {
         publisher.counts().0 >= ok_at_restart + 50
@@ -497,8 +498,8 @@ async fn a_redis_restart_keeps_every_connection_and_every_acknowledged_publicati
     }
     if (s.lost, s.duplicated, s.out_of_order) != (0, 0, 0) || s.clients_with_errors > 0 {
         problems.push(format!(
-            "clients: lost {}, duplicated {}, out of order {}; first errors {:?}",
-            s.lost, s.duplicated, s.out_of_order, s.errors
+            "clients: lost {}, duplicated {}, out of order {}; first errors {:?}; first anomalies {:#?}",
+            s.lost, s.duplicated, s.out_of_order, s.errors, s.anomalies
         ));
     }
     if s.disconnects > 0 {

@@ -432,9 +432,18 @@ impl Node {
             .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
     }
 
-    /// Its stderr so far.
+    /// Its stderr so far: the first and last lines of it.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        let lines = self.log.lock().unwrap();
+        if lines.len() <= 30 {
+            return lines.join("\n");
+        }
+        format!(
+            "{}\n... {} lines ...\n{}",
+            lines[..10].join("\n"),
+            lines.len() - 30,
+            lines[lines.len() - 20..].join("\n")
+        )
     }
 
     /// An API request (with the key) on a fresh connection.
@@ -522,6 +531,31 @@ impl Cluster {
     /// `ws://PROXY/connection/websocket`.
     pub fn proxy_ws_url(&self) -> String {
         format!("ws://{}{}", self.proxy.addr, herald_server::WEBSOCKET_PATH)
+    }
+
+    /// Waits, for all live nodes at once, until `/health` answers
+    /// `status`; what did not, described.
+    pub async fn health_becomes(&self, status: u16, limit: Duration) -> Vec<String> {
+        let waits = self
+            .nodes
+            .iter()
+            .filter(|n| n.child.is_some())
+            .map(|node| async move {
+                let reached =
+                    wait_for(limit, || async { node.health().await == Some(status) }).await;
+                let waited = reached.err()?;
+                let now = node.health().await;
+                Some(format!(
+                    "node {}: /health answers {} after {waited:?}, not {status}",
+                    node.name,
+                    now.map_or("nothing".to_owned(), |s| s.to_string())
+                ))
+            });
+        futures_util::future::join_all(waits)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
     }
 
     /// Every node's output, for a failure message.
@@ -1001,6 +1035,8 @@ pub struct ChannelTally {
     pub gaps: u64,
     /// Epoch changes seen (each also a gap).
     pub epoch_changes: u64,
+    /// The first anomalies, described.
+    pub notes: Vec<String>,
 }
 
 impl ChannelTally {
@@ -1009,23 +1045,37 @@ impl ChannelTally {
         self.last = offset;
     }
 
-    fn publication(&mut self, offset: u64) {
+    /// A publication at `offset`, from `source` (a push, a recovery).
+    fn publication(&mut self, offset: u64, source: &str) {
         let at = offset as usize;
         if self.seen.len() <= at {
             self.seen.resize(at + 1, false);
         }
-        if self.seen[at] {
+        let anomaly = if self.seen[at] {
             self.duplicated += 1;
-            return;
+            Some("duplicated")
+        } else {
+            self.seen[at] = true;
+            self.received += 1;
+            if offset <= self.last {
+                self.out_of_order += 1;
+                Some("out of order")
+            } else if offset > self.last + 1 {
+                self.lost += offset - self.last - 1;
+                Some("after a silent gap")
+            } else {
+                None
+            }
+        };
+        if let Some(what) = anomaly {
+            if self.notes.len() < 3 {
+                self.notes.push(format!(
+                    "offset {offset} {what} ({source}; last was {})",
+                    self.last
+                ));
+            }
         }
-        self.seen[at] = true;
-        self.received += 1;
-        if offset <= self.last {
-            self.out_of_order += 1;
-            return;
-        }
-        self.lost += offset - self.last - 1;
-        self.last = offset;
+        self.last = self.last.max(offset);
     }
 
     /// Everything up to `offset` of `epoch` is lost for this subscriber.
@@ -1059,9 +1109,10 @@ impl ChannelTally {
                 self.gap(epoch, first.map_or(offset, |f| f.saturating_sub(1)));
             }
         }
+        let source = format!("in a subscribe reply {result}");
         for p in &publications {
             if let Some(offset) = p["offset"].as_u64() {
-                self.publication(offset);
+                self.publication(offset, &source);
             }
         }
     }
@@ -1300,7 +1351,11 @@ fn handle(tally: &mut Tally, pending: &mut HashMap<u64, String>, m: &Value) {
         return;
     };
     if let Some(offset) = push["pub"]["offset"].as_u64() {
-        t.publication(offset);
+        let source = match pending.is_empty() {
+            true => "a push",
+            false => "a push before every subscribe reply",
+        };
+        t.publication(offset, source);
     } else if let Some(gap) = push.get("gap") {
         t.gap(
             gap["epoch"].as_str().unwrap_or_default(),
@@ -1326,6 +1381,8 @@ pub struct Summary {
     pub clients_with_errors: usize,
     /// The first few errors.
     pub errors: Vec<String>,
+    /// The first few anomalies (loss, duplicate, disorder), described.
+    pub anomalies: Vec<String>,
 }
 
 impl Summary {
@@ -1352,6 +1409,11 @@ impl Summary {
                 s.clients_with_errors += 1;
                 if s.errors.len() < 5 {
                     s.errors.push(t.errors.join("; "));
+                }
+            }
+            for (name, c) in &t.channels {
+                if s.anomalies.len() < 5 && !c.notes.is_empty() {
+                    s.anomalies.push(format!("{name}: {}", c.notes.join("; ")));
                 }
             }
         }
