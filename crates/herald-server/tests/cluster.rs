@@ -85,10 +85,10 @@ fn take(m: &Value, into: &mut Vec<u64>) -> Result<(), String> {
     if push.get("gap").is_some() {
         return Err(format!("a gap: {m}"));
     }
-    if push["channel"] == TRANSPORT_CHANNEL {
-        if let Some(offset) = push["pub"]["offset"].as_u64() {
-            into.push(offset);
-        }
+    if push["channel"] == TRANSPORT_CHANNEL
+        && let Some(offset) = push["pub"]["offset"].as_u64()
+    {
+        into.push(offset);
     }
     Ok(())
 }

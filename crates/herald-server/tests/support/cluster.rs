@@ -753,8 +753,10 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
     });
     let mut body = raw[end + 4..].to_vec();
     if chunked {
-        let mut chunks = Chunks::default();
-        chunks.raw = body;
+        let mut chunks = Chunks {
+            raw: body,
+            ..Chunks::default()
+        };
         chunks.decode();
         body = chunks.body;
     }
@@ -1067,13 +1069,13 @@ impl ChannelTally {
                 None
             }
         };
-        if let Some(what) = anomaly {
-            if self.notes.len() < 3 {
-                self.notes.push(format!(
-                    "offset {offset} {what} ({source}; last was {})",
-                    self.last
-                ));
-            }
+        if let Some(what) = anomaly
+            && self.notes.len() < 3
+        {
+            self.notes.push(format!(
+                "offset {offset} {what} ({source}; last was {})",
+                self.last
+            ));
         }
         self.last = self.last.max(offset);
     }
