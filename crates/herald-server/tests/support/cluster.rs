@@ -354,8 +354,8 @@ pub struct Node {
 
 impl Node {
     /// Starts `herald serve --config <file> --broker <url> --threads 1`
-    /// and waits for its banner. Blocking.
-    fn start(name: &str, config: &Path, broker: &str) -> Self {
+    /// and waits for its banner. Blocking. `Err`: its output.
+    fn start(name: &str, config: &Path, broker: &str) -> Result<Self, String> {
         let mut command = Command::new(herald_bin());
         command
             .args(["serve", "--threads", "1", "--broker", broker, "--config"])
@@ -397,19 +397,19 @@ impl Node {
                 Err(_) => {
                     let _ = child.kill();
                     let _ = child.wait();
-                    panic!(
+                    return Err(format!(
                         "herald serve (node {name}) printed no banner; its output:\n{}",
                         log.lock().unwrap().join("\n")
-                    );
+                    ));
                 }
             }
         };
-        Self {
+        Ok(Self {
             name: name.to_owned(),
             addr,
             child: Some(child),
             log,
-        }
+        })
     }
 
     /// `ws://ADDR/connection/websocket`.
@@ -505,7 +505,7 @@ impl Cluster {
             let node = tokio::task::spawn_blocking(move || Node::start(&name, &config, &broker))
                 .await
                 .expect("start a node");
-            nodes.push(node);
+            nodes.push(node.unwrap_or_else(|e| panic!("{e}")));
         }
         for node in &nodes {
             let healthy = wait_for(Duration::from_secs(20), || async {
