@@ -443,7 +443,8 @@ impl Hub {
         }
         // Announced while the subscriber still buffers: not to itself.
         if ns.join_leave && !client.silent {
-            self.fanout.announce(ch, ns, dirty, Presence::Join, &client.info);
+            self.fanout
+                .announce(ch, ns, dirty, Presence::Join, &client.info);
         }
         let buffered = ch
             .subscribers
@@ -545,7 +546,8 @@ impl Hub {
                 && ns.join_leave
                 && !client.silent
             {
-                self.fanout.announce(ch, ns, dirty, Presence::Leave, &client.info);
+                self.fanout
+                    .announce(ch, ns, dirty, Presence::Leave, &client.info);
             }
         }
         if ch.subscribers.is_empty() {

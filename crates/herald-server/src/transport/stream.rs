@@ -343,7 +343,11 @@ fn ended() -> ApiError {
 }
 
 /// Hands `commands` to this node's stream session `sid`, in order.
-pub(crate) fn hand_over(sessions: &Sessions, sid: u64, commands: Vec<String>) -> Result<(), ApiError> {
+pub(crate) fn hand_over(
+    sessions: &Sessions,
+    sid: u64,
+    commands: Vec<String>,
+) -> Result<(), ApiError> {
     let Some(queue) = sessions.streams().get(&sid).cloned() else {
         return Err(ended());
     };

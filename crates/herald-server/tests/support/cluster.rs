@@ -932,6 +932,8 @@ pub struct Published {
     /// Publications the API refused or did not answer (not published, as
     /// far as the test is concerned).
     pub failed: usize,
+    /// Of those, the ones that got no answer at all in time.
+    pub unanswered: usize,
     /// The first few failures, for the report.
     pub failures: Vec<String>,
 }
@@ -985,6 +987,9 @@ impl Publisher {
                     }
                     Err(e) => {
                         p.failed += 1;
+                        if e.contains("no answer within") {
+                            p.unanswered += 1;
+                        }
                         if p.failures.len() < 5 {
                             p.failures.push(e);
                         }

@@ -270,7 +270,10 @@ impl RedisBroker {
         let mut conn = self.conn.clone();
         if create {
             let key = meta_key(channel);
-            let _: bool = conn.hset_nx(&key, "epoch", new_epoch()).await.map_err(failed)?;
+            let _: bool = conn
+                .hset_nx(&key, "epoch", new_epoch())
+                .await
+                .map_err(failed)?;
             let _: bool = conn
                 .expire(&key, self.meta_ttl as i64)
                 .await

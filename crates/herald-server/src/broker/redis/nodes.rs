@@ -152,7 +152,10 @@ impl Nodes {
         let listeners: Result<usize, _> = conn.publish(channel_of(node), text).await;
         let answer = match listeners {
             Ok(0) => None,
-            Ok(_) => tokio::time::timeout(self.timeout, rx).await.ok().and_then(Result::ok),
+            Ok(_) => tokio::time::timeout(self.timeout, rx)
+                .await
+                .ok()
+                .and_then(Result::ok),
             Err(e) => {
                 self.pending().remove(&id);
                 return Err(failed(e));

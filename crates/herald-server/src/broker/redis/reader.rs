@@ -116,7 +116,8 @@ impl Reader {
             }
             return;
         }
-        let (Ok(offset), Ok(stored)) = (second.parse::<u64>(), serde_json::from_str::<Stored>(json))
+        let (Ok(offset), Ok(stored)) =
+            (second.parse::<u64>(), serde_json::from_str::<Stored>(json))
         else {
             return;
         };
