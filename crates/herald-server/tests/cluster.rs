@@ -222,13 +222,15 @@ async fn over_polls(
         for m in answer["messages"].as_array().into_iter().flatten() {
             take(m, &mut got)?;
         }
-        // Each answer starts after the position sent and its new position
-        // is its last publication's: anything else makes duplicates.
+        // Each answer starts after the position sent, goes up one by one,
+        // and its new position is its last publication's: anything else
+        // makes duplicates.
         let next = answer["channels"][TRANSPORT_CHANNEL]["offset"].as_u64();
         let sent = position["offset"].as_u64();
         let new = &got[before..];
         if new.first().is_some_and(|f| sent.is_some_and(|p| *f <= p))
             || new.last().is_some_and(|l| next.is_some_and(|n| *l > n))
+            || new.windows(2).any(|w| w[0] >= w[1])
         {
             return Err(format!(
                 "{name}: sent position {position}, got {answer} (offsets so far {got:?})"

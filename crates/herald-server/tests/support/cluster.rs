@@ -1357,10 +1357,11 @@ fn handle(tally: &mut Tally, pending: &mut HashMap<u64, String>, m: &Value) {
     else {
         return;
     };
+    let channel = push["channel"].as_str().unwrap_or_default();
     if let Some(offset) = push["pub"]["offset"].as_u64() {
-        let source = match pending.is_empty() {
-            true => "a push",
-            false => "a push before every subscribe reply",
+        let source = match pending.values().any(|c| c == channel) {
+            false => "a push",
+            true => "a push before its subscribe reply",
         };
         t.publication(offset, source);
     } else if let Some(gap) = push.get("gap") {
