@@ -236,6 +236,11 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
                  (never behind a reverse proxy on this host; set api_key)"
             ),
         }
+        if !config.broker.url.is_empty() {
+            // Without the password, if the URL has one.
+            let shown: Vec<String> = config.broker.url.iter().map(|u| redact(u)).collect();
+            eprintln!("  broker     {} (shared with every node pointed at it)", shown.join(", "));
+        }
         Server::connect(config)
             .await
             .map_err(std::io::Error::other)?
@@ -244,6 +249,18 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         eprintln!("herald serve: drained, bye");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// `url` with any password replaced by `***`.
+fn redact(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, rest)), Some(at)) if at > scheme.len() => {
+            let userinfo = &rest[..at - scheme.len() - 3];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
 }
 
 async fn shutdown_signal() {
@@ -282,6 +299,39 @@ mod tests {
         Cli::try_parse_from(std::iter::once("serve").chain(argv.iter().copied()))
             .unwrap()
             .args
+    }
+
+    #[test]
+    fn broker_urls_are_shown_without_their_password() {
+        assert_eq!(redact("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            redact("redis://:s3cret@10.0.0.1:6379/0"),
+            "redis://:***@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact("redis://herald:s3cret@r:6379"),
+            "redis://herald:***@r:6379"
+        );
+    }
+
+    #[test]
+    fn broker_urls_from_the_flag_and_the_variable() {
+        let c = config(
+            &parse(&[]),
+            vars(&[("HERALD_BROKER_URL", "redis://a:1, redis://b:2")]),
+        )
+        .unwrap();
+        assert_eq!(c.broker.url, ["redis://a:1", "redis://b:2"]);
+        let c = config(
+            &parse(&["--broker", "redis://c:3", "--broker", "redis://d:4"]),
+            vars(&[("HERALD_BROKER_URL", "redis://a:1")]),
+        )
+        .unwrap();
+        assert_eq!(
+            c.broker.url,
+            ["redis://c:3", "redis://d:4"],
+            "the flags win"
+        );
     }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

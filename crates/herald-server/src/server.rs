@@ -95,7 +95,7 @@ impl Server {
         Ok(server)
     }
 
-    fn with_hub(hub: Arc<Hub>) -> Self {
+    pub(crate) fn with_hub(hub: Arc<Hub>) -> Self {
         let config = hub.config();
         let ws_config = Config::default()
             .protocol(
