@@ -448,16 +448,17 @@ async fn a_redis_restart_keeps_every_connection_and_every_acknowledged_publicati
     fleet.redis.shutdown().await;
     let down = Instant::now();
     problems.extend(fleet.health_becomes(503, Duration::from_secs(10)).await);
-    // The publisher keeps going: its publications fail while Redis is down.
+    // The publisher keeps going: its publications fail while Redis is
+    // down, for about a second of them (50 a second).
     let failed_before = publisher.counts().1;
     if wait_until(Duration::from_secs(15), || {
-        publisher.counts().1 >= failed_before + 3
+        publisher.counts().1 >= failed_before + 50
     })
     .await
     .is_err()
     {
         problems.push(format!(
-            "the API neither failed nor answered 3 publications in 15 s with Redis down: {:?}",
+            "the API did not refuse 50 publications in 15 s with Redis down: {:?} (ok, failed)",
             publisher.counts()
         ));
     }
