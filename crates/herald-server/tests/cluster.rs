@@ -97,14 +97,27 @@ async fn over_websocket(url: String, ready: tokio::sync::mpsc::Sender<&'static s
     conn.subscribe(TRANSPORT_CHANNEL).await;
     ready.send("websocket").await.map_err(|e| e.to_string())?;
     drop(ready);
-    Ok(offsets(
-        &conn.publications(TRANSPORT_CHANNEL, N as usize).await,
-    ))
+    let mut got = Vec::new();
+    while (got.len() as u64) < N {
+        let bound = Duration::from_secs(10);
+        let m = tokio::time::timeout(bound, conn.ws.recv())
+            .await
+            .map_err(|_| format!("websocket: no message in {bound:?}"))?;
+        match m {
+            Some(Ok(herald::Message::Text(t))) => {
+                let m = serde_json::from_str(&t).map_err(|e| format!("websocket: {e}: {t}"))?;
+                take(&m, &mut got)?;
+            }
+            other => return Err(format!("websocket: {other:?}")),
+        }
+    }
+    Ok(got)
 }
 
 /// HTTP streaming (`sse: false`) or SSE: the stream through the proxy,
-/// the subscribe as a `POST /connection/send` through the proxy too (so
-/// on another node than the stream's).
+/// then a subscribe and a ping as two `POST /connection/send`s through the
+/// proxy too, which land on the two nodes that do not hold the stream:
+/// each must be forwarded (202) and answered on the stream.
 async fn over_stream(
     proxy: std::net::SocketAddr,
     sse: bool,
