@@ -9,6 +9,8 @@
 //! Each test file uses a subset, hence the `allow`.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
