@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -104,78 +104,14 @@ where
 
 // ----- the herald binary ----------------------------------------------------
 
-/// The `herald` binary of the sources under test.
-///
-/// Cargo sets `CARGO_BIN_EXE_herald` only for herald-cli's own tests, and
-/// herald-server cannot depend on herald-cli (which depends on it). So the
-/// first call runs `cargo build -p herald-cli --bin herald` in the target
-/// directory this test was built in, and takes the executable's path from
-/// Cargo's JSON messages: never a stale binary, whether the run was
-/// `cargo nextest run -p herald-server` or the whole workspace. Up to date,
-/// that is a second; a first build of herald-cli's feature set takes
-/// minutes (this waits before any test clock starts).
+/// The `herald` binary Cargo built for the test that runs this (the
+/// cluster suite is one of herald-cli's tests, where Cargo sets
+/// `CARGO_BIN_EXE_herald`).
 pub fn herald_bin() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("the test's path");
-        // <target>/<profile dir>/deps/cluster-<hash>
-        let profile_dir = exe
-            .parent()
-            .and_then(Path::parent)
-            .expect("<target>/<profile>/deps");
-        let target = profile_dir.parent().expect("<target>");
-        let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev",
-            Some(other) => other,
-        };
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let mut command = Command::new(cargo);
-        // The variables Cargo sets for this test (CARGO_MANIFEST_DIR,
-        // CARGO_PKG_NAME, ...) are ones build scripts watch (ring's:
-        // `rerun-if-env-changed`); passed on, they would make this build
-        // differ from the one that built the test, and each rebuild the
-        // other's dependencies, every run.
-        for (key, _) in std::env::vars_os() {
-            let k = key.to_string_lossy();
-            let set_for_tests = k.starts_with("CARGO_PKG_")
-                || k.starts_with("CARGO_MANIFEST_")
-                || k.starts_with("CARGO_CFG_")
-                || [
-                    "CARGO_CRATE_NAME",
-                    "CARGO_BIN_NAME",
-                    "CARGO_PRIMARY_PACKAGE",
-                    "CARGO_TARGET_TMPDIR",
-                    "CARGO_RUSTC_CURRENT_DIR",
-                    "OUT_DIR",
-                ]
-                .contains(&&*k);
-            if set_for_tests {
-                command.env_remove(&key);
-            }
-        }
-        let out = command
-            .args(["build", "-p", "herald-cli", "--bin", "herald"])
-            .args([
-                "--message-format",
-                "json-render-diagnostics",
-                "--profile",
-                profile,
-            ])
-            .arg("--target-dir")
-            .arg(target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("run cargo build -p herald-cli");
-        assert!(out.status.success(), "cargo build -p herald-cli failed");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter(|m| m["reason"] == "compiler-artifact" && m["target"]["name"] == "herald")
-            .find_map(|m| m["executable"].as_str().map(PathBuf::from))
-            .expect("cargo named the herald executable")
-    })
+    Path::new(
+        option_env!("CARGO_BIN_EXE_herald")
+            .expect("the cluster suite runs as a test of herald-cli (crates/herald-cli/tests)"),
+    )
 }
 
 // ----- redis-server ---------------------------------------------------------
@@ -493,9 +429,6 @@ impl Cluster {
     /// Redis, three nodes `a`, `b`, `c` (healthy: `/health` answers 200),
     /// and the proxy in front of them.
     pub async fn start(options: Options) -> Self {
-        tokio::task::spawn_blocking(herald_bin)
-            .await
-            .expect("build herald");
         let redis = Redis::start(options.persistent_redis).await;
         let dir = temp_dir("nodes");
         let mut nodes = Vec::new();

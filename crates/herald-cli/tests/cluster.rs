@@ -13,7 +13,12 @@
 //!   every acknowledged publication arrives (or a gap is signalled);
 //! - presence, `/api/info` and `/api/disconnect` span the fleet, and a
 //!   killed node drops out of presence and `/api/info` in bounded time.
+//!
+//! It lives here, not with herald-server's tests, for the `herald` binary
+//! Cargo builds for this crate's tests (`CARGO_BIN_EXE_herald`); the
+//! harness is herald-server's.
 
+#[path = "../../herald-server/tests/support/mod.rs"]
 mod support;
 
 use std::collections::BTreeSet;
