@@ -108,10 +108,10 @@ where
 /// cluster suite is one of herald-cli's tests, where Cargo sets
 /// `CARGO_BIN_EXE_herald`).
 pub fn herald_bin() -> &'static Path {
-    Path::new(
-        option_env!("CARGO_BIN_EXE_herald")
-            .expect("the cluster suite runs as a test of herald-cli (crates/herald-cli/tests)"),
-    )
+    match option_env!("CARGO_BIN_EXE_herald") {
+        Some(path) => Path::new(path),
+        None => panic!("the cluster suite runs as a test of herald-cli (crates/herald-cli/tests)"),
+    }
 }
 
 // ----- redis-server ---------------------------------------------------------
