@@ -66,6 +66,12 @@ SCENARIOS = [
 ]
 COLORS = {"memory": "#2ca02c", "redis1": "#1f77b4", "redis3": "#d62728"}
 CHANNEL = "bench:fanout"
+# Syscalls counted with `perf stat` over the publishing phase (tracepoints
+# counted in the kernel: a few tens of ns per syscall, alike in every
+# scenario).
+SYSCALLS = ["write", "writev", "sendto", "sendmsg", "read", "readv", "recvfrom", "recvmsg",
+            "epoll_wait", "epoll_pwait"]
+PERF_EVENTS = ",".join(["raw_syscalls:sys_enter", *(f"syscalls:sys_enter_{c}" for c in SYSCALLS)])
 # INFO sections read around the publishing phase: small, so that the
 # reply to the first one (counted in the output bytes) is easy to subtract.
 INFO_SECTIONS = ["stats", "commandstats", "cpu"]
@@ -173,6 +179,54 @@ def snapshot_cmd(redis_port, redis_pid, prefix):
             f"redis-cli -h 127.0.0.1 -p {redis_port} INFO {' '.join(INFO_SECTIONS)} > {prefix}.info")
 
 
+def perf_usable():
+    return subprocess.run(["perf", "stat", "-x,", "-e", PERF_EVENTS, "--", "true"],
+                          capture_output=True).returncode == 0 if sh("command -v perf") else False
+
+
+def perf_start(pids, prefix):
+    """Shell: a background `perf stat` on `pids` (its pid in PREFIX.pid)."""
+    return (f"perf stat -x, -o {prefix}.perf -e {PERF_EVENTS} -p {','.join(map(str, pids))} "
+            f">/dev/null 2>&1 </dev/null & echo $! > {prefix}.pid")
+
+
+def perf_stop(prefix):
+    """Shell: stop the `perf stat` of PREFIX (it prints its counts) and wait for it."""
+    return (f"p=$(cat {prefix}.pid) && kill -INT $p && "
+            f"while kill -0 $p 2>/dev/null; do sleep 0.05; done")
+
+
+def perf_counts(prefix, deliveries, publications):
+    """Per delivery and per publication: all syscalls and each counted one."""
+    counts = {}
+    path = Path(f"{prefix}.perf")
+    if not path.exists():
+        return None
+    for line in path.read_text().splitlines():
+        f = line.split(",")
+        if len(f) < 3 or not f[0].isdigit():
+            continue
+        name = f[2].split(":")[1].removeprefix("sys_enter_").removeprefix("sys_enter")
+        counts[name or "all"] = int(f[0])
+    if not counts:
+        return None
+    return {
+        "counts": counts,
+        "per_delivery": {k: v / deliveries for k, v in counts.items() if v} if deliveries else None,
+        "per_publication": {k: v / publications for k, v in counts.items() if v} if publications else None,
+    }
+
+
+def stop_leftover(prefix):
+    """A perf left running by a generator that failed before its last hook."""
+    pidfile = Path(f"{prefix}.pid")
+    if pidfile.exists():
+        try:
+            os.kill(int(pidfile.read_text().strip()), signal.SIGINT)
+        except (ValueError, ProcessLookupError):
+            pass
+
+
 def redis_delta(before_prefix, after_prefix, publications, deliveries):
     """Calls per publication by command, bytes in and out per publication,
     redis-server's CPU per publication and per delivery, over the window."""
@@ -222,6 +276,7 @@ def run_one(key, nodes, broker, load, opts, work):
     """Starts redis (if any) and the nodes, runs the generator, stops all."""
     logs = work / "logs"
     tag = f"{key}-{load}"
+    snap = work / ".snap" / tag
     started = []
     try:
         redis = None
@@ -255,11 +310,22 @@ def run_one(key, nodes, broker, load, opts, work):
             cmd += ["--in-flight", opts.in_flight, "--publishers", opts.publishers]
         else:
             cmd += ["--rate", opts.rate]
-        snap = work / ".snap" / tag
         snap.parent.mkdir(exist_ok=True)
+        for old in snap.parent.glob(f"{tag}.*"):
+            old.unlink()
+        before, after = [], []
+        if opts.syscalls:
+            before.append(perf_start(pids, f"{snap}.nodes"))
+            after.append(perf_stop(f"{snap}.nodes"))
+            if redis:
+                before.append(perf_start([redis.pid], f"{snap}.redis"))
+                after.append(perf_stop(f"{snap}.redis"))
+            before.append("sleep 0.3")  # perf attached before the first publication
         if redis:
-            cmd += ["--exec-subscribed", snapshot_cmd(rport, redis.pid, f"{snap}.before"),
-                    "--exec-delivered", snapshot_cmd(rport, redis.pid, f"{snap}.after")]
+            before.append(snapshot_cmd(rport, redis.pid, f"{snap}.before"))
+            after.insert(0, snapshot_cmd(rport, redis.pid, f"{snap}.after"))
+        if before:
+            cmd += ["--exec-subscribed", "; ".join(before), "--exec-delivered", "; ".join(after)]
         cmd = [str(c) for c in cmd]
         try:
             p = subprocess.run(cmd, capture_output=True, text=True, timeout=opts.duration + 240)
@@ -274,8 +340,15 @@ def run_one(key, nodes, broker, load, opts, work):
         r["nodes"] = nodes
         if redis:
             r["redis"] = redis_delta(f"{snap}.before", f"{snap}.after", r["publications"], r["deliveries"])
+        if opts.syscalls:
+            r["syscalls"] = perf_counts(f"{snap}.nodes", r["deliveries"], r["publications"])
+            if redis:
+                r["redis"]["syscalls"] = perf_counts(f"{snap}.redis", r["deliveries"], r["publications"])
         return r
     finally:
+        if opts.syscalls:
+            stop_leftover(f"{snap}.nodes")
+            stop_leftover(f"{snap}.redis")
         for proc in reversed(started):
             proc.stop()
 
@@ -338,35 +411,66 @@ def labels(opts):
     return {k: label.format(n=opts.nodes) for k, label, *_ in SCENARIOS}
 
 
+def busy_core(r):
+    """Share of one core the server side (nodes + redis-server) used."""
+    wall = r.get("wall_seconds")
+    c = get(r, "server_cpu")
+    if not wall or not c:
+        return None
+    return (c["user_s"] + c["system_s"] + (get(r, "redis", "cpu_s") or 0)) / wall
+
+
 def table(runs, load, opts):
+    """Throughput and latency."""
     rows = [
-        "| scenario | deliveries/s | all reached p50 / p99 (ms) | each delivery p50 / p99 (ms) | API answered p50 / p99 (ms) | missed pubs | herald CPU / delivery (us): total, user, kernel | redis CPU / delivery (us) | all CPU / delivery (us) | herald CPU / publication (us) | redis CPU / publication (us) | waiting for a CPU: nodes, generator |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| scenario | deliveries/s | all reached p50 / p99 (ms) | each delivery p50 / p99 (ms) | API answered p50 / p99 (ms) | missed pubs | server core busy (nodes + redis) | waiting for a CPU: nodes, generator |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, label in labels(opts).items():
         r = runs.get(key, {}).get(load)
         if r is None:
             continue
         if "error" in r and "deliveries_per_sec" not in r:
-            rows.append(f"| {label} | error: {escape(r['error'][:120])} |" + " |" * 10)
+            rows.append(f"| {label} | error: {escape(r['error'][:120])} |" + " |" * 6)
             continue
         wall = r.get("wall_seconds") or 0
         w = lambda who: (f"{100 * get(r, who, 'runqueue_wait_s') / wall:.0f} %"
                          if wall and get(r, who, "runqueue_wait_s") is not None else "–")
         extra = [f"{r[k]} {t}" for k, t in (("out_of_order", "out of order"),
                                               ("connections_lost", "connections lost")) if r.get(k)]
+        b = busy_core(r)
         rows.append(
             f"| {label} | {num(r.get('deliveries_per_sec'))} "
             f"| {ms(r, 'all_reached_us', 'p50')} / {ms(r, 'all_reached_us', 'p99')} "
             f"| {ms(r, 'delivery_us', 'p50')} / {ms(r, 'delivery_us', 'p99')} "
             f"| {ms(r, 'publish_answered_us', 'p50')} / {ms(r, 'publish_answered_us', 'p99')} "
             f"| {r.get('missed_publications')} of {r.get('publications')}{' (' + ', '.join(extra) + ')' if extra else ''} "
+            f"| {f'{100 * b:.0f} %' if b is not None else '–'} "
+            f"| {w('server_cpu')}, {w('generator_cpu')} |")
+    return "\n".join(rows)
+
+
+def cpu_table(runs, load, opts):
+    """Where the server side's CPU and syscalls go."""
+    rows = [
+        "| scenario | herald CPU / delivery (us): total, user, kernel | redis CPU / delivery (us) | all CPU / delivery (us) | herald CPU / publication (us) | redis CPU / publication (us) | node syscalls / delivery | deliveries per writev | redis syscalls / publication |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, label in labels(opts).items():
+        r = runs.get(key, {}).get(load)
+        if r is None or "deliveries_per_sec" not in r:
+            continue
+        writev = get(r, "syscalls", "per_delivery", "writev")
+        rows.append(
+            f"| {label} "
             f"| {num(get(r, 'server_cpu', 'us_per_delivery'), 2)}, {num(get(r, 'server_cpu', 'user_us_per_delivery'), 2)}, {num(get(r, 'server_cpu', 'system_us_per_delivery'), 2)} "
             f"| {num(get(r, 'redis', 'cpu_us_per_delivery'), 3)} "
             f"| {num(total_us_per_delivery(r), 2)} "
             f"| {num(herald_us_per_publication(r))} "
             f"| {num(get(r, 'redis', 'cpu_us_per_publication'))} "
-            f"| {w('server_cpu')}, {w('generator_cpu')} |")
+            f"| {num(get(r, 'syscalls', 'per_delivery', 'all'), 3)} "
+            f"| {num(1 / writev, 1) if writev else '–'} "
+            f"| {num(get(r, 'redis', 'syscalls', 'per_publication', 'all'), 2)} |")
     return "\n".join(rows)
 
 
@@ -484,9 +588,13 @@ def report(out, opts, mach, runs, elapsed):
         "",
         table(runs, "rate", opts),
         "",
+        cpu_table(runs, "rate", opts),
+        "",
         f"## Saturation (closed loop, at most {opts.in_flight} publications in flight, {opts.publishers} publishers)",
         "",
         table(runs, "saturation", opts),
+        "",
+        cpu_table(runs, "saturation", opts),
         "",
         "## Ratios: through Redis against the memory broker (same run)",
         "",
@@ -514,6 +622,11 @@ def report(out, opts, mach, runs, elapsed):
         "- *herald CPU*: utime + stime of every node (/proc/PID/stat, 10 ms ticks) from the first",
         "  publication to the last delivery, summed; *redis CPU*: redis-server's, over the same window",
         "  (taken by the generator's hooks). *per publication*: the same over the publications.",
+        "- *server core busy*: the nodes' and redis-server's CPU time over the wall time: below 100 %",
+        "  at saturation, the server core was not what limited deliveries/s (the round trips were).",
+        "- *syscalls*: `perf stat` on the syscall tracepoints of the nodes and of redis-server over the",
+        "  same window; *deliveries per writev*: how many deliveries one `writev` carried on average",
+        "  (publications queued for a subscriber go out together).",
         "- At 10/s CPU includes what the processes do while idle (keepalive pings, timers).",
         "- *waiting for a CPU*: time runnable without a CPU (/proc/PID/task/*/schedstat) over the wall",
         "  time. All the server side shares one core, so with several nodes they wait for each other.",
@@ -538,6 +651,8 @@ def main():
     ap.add_argument("--server-cpus", default=SERVER_CPU, help="taskset CPU list of nodes and redis-server")
     ap.add_argument("--generator-cpus", default=CLIENT_CPU, help="taskset CPU list of the generator")
     ap.add_argument("--skip-build", action="store_true")
+    ap.add_argument("--no-syscalls", dest="syscalls", action="store_false",
+                    help="do not count syscalls with perf stat")
     ap.add_argument("--out", type=Path, help="results directory (default bench/results/<date>-cluster)")
     ap.add_argument("--report-only", type=Path, metavar="DIR",
                     help="rewrite DIR's cluster.md and chart.svg from its cluster.json")
@@ -556,6 +671,9 @@ def main():
     unknown = set(wanted) - {s[0] for s in SCENARIOS}
     if unknown:
         sys.exit(f"cluster: unknown scenario {', '.join(sorted(unknown))}")
+    if opts.syscalls and not perf_usable():
+        log("cluster: perf stat cannot count syscall tracepoints here: no syscall counts")
+        opts.syscalls = False
     if any(b == "redis" for k, _, _, b in SCENARIOS if k in wanted) and not sh("command -v redis-server"):
         sys.exit("cluster: redis-server not found (scripts/install-peers installs Debian's)")
     import resource

@@ -16,6 +16,12 @@
 //! subscribed connection (/proc/PID/status before and after connecting);
 //! and the generator's own CPU use, its headroom.
 //!
+//! Several nodes sharing channels through a broker: `--server` repeated
+//! spreads the subscribers round robin over them, the publishers post to
+//! the first (or `--publish-to`), and `--server-pid` repeated sums their
+//! CPU and RSS (and reports each one's CPU). bench/cluster.py runs it
+//! against one node and three behind Redis.
+//!
 //! Two client protocols: `herald` (docs/protocol.md: `connect`, then
 //! `subscribe`), which the fan-out baselines in bench/peers and the Node
 //! `ws` peer also speak, and `socketio` (Engine.IO 4 over WebSocket, then a
@@ -115,7 +121,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "CMD")]
     exec_subscribed: Option<String>,
     /// A shell command run (and waited for) once every publication has
-    /// reached every subscriber (or the drain time is up).
+    /// reached every subscriber (or the drain time is up), just after the
+    /// CPU readings, so that its own time is not in them.
     #[arg(long, value_name = "CMD")]
     exec_delivered: Option<String>,
 }
@@ -926,9 +933,6 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             let wait = board.progress.notified();
             let _ = tokio::time::timeout(Duration::from_millis(20), wait).await;
         }
-        if let Some(cmd) = &args.exec_delivered {
-            exec_hook(cmd)?;
-        }
         let server_each: Vec<CpuTime> = cpu_each(pids)?
             .into_iter()
             .zip(server0)
@@ -941,6 +945,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         let server_wait = since(runqueue_wait_of(pids), waits0.0);
         let own_wait = since(runqueue_wait(None), waits0.1);
         let wall = t0.elapsed().as_secs_f64();
+        // After the readings: the hook's own time is not in the window.
+        if let Some(cmd) = &args.exec_delivered {
+            exec_hook(cmd)?;
+        }
         let rss_end = rss_of(pids)?;
         Ok::<_, BoxError>(Outcome {
             rss_after,
