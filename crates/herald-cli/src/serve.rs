@@ -51,9 +51,14 @@ pub(crate) struct Args {
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
     /// Share channels with other nodes through Redis
-    /// (`redis://HOST:PORT`); default: in memory, this process only.
+    /// (`redis://HOST:PORT`; repeat it to spread channels over several
+    /// Redis servers); default: in memory, this process only.
     #[arg(long, value_name = "URL")]
-    broker: Option<String>,
+    broker: Vec<String>,
+    /// This node's name in `/api/info` and logs (default: its listen
+    /// address).
+    #[arg(long)]
+    node_name: Option<String>,
     /// Server threads [default: the number of cores]. Each runs its own
     /// event loop (a current-thread tokio runtime) and accepts on its own
     /// socket bound to the same address (SO_REUSEPORT), so the kernel
@@ -86,7 +91,18 @@ fn config(
         }
         None => ServerConfig::default(),
     };
-    config.apply_env(vars)?;
+    let vars: Vec<(String, String)> = vars.into_iter().collect();
+    config.apply_env(vars.iter().cloned())?;
+    // `[broker] url` is a table's key, so it has no derived variable;
+    // this one is read here, comma-separated like the lists.
+    if let Some((_, urls)) = vars.iter().find(|(k, _)| k == "HERALD_BROKER_URL") {
+        config.broker.url = urls
+            .split(',')
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(str::to_owned)
+            .collect();
+    }
     if let Some(l) = args.listen {
         config.listen = l;
     }
@@ -120,8 +136,11 @@ fn config(
     if let Some(k) = &args.tls_key {
         config.tls_key = Some(k.clone());
     }
-    if let Some(url) = &args.broker {
-        config.broker_url = Some(url.clone());
+    if !args.broker.is_empty() {
+        config.broker.url = args.broker.clone();
+    }
+    if let Some(n) = &args.node_name {
+        config.node_name = Some(n.clone());
     }
     config.validate()?;
     Ok(config)

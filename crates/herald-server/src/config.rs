@@ -142,10 +142,12 @@ pub struct ServerConfig {
     /// whose peer stops reading is closed after it. Default 30 s.
     #[serde(with = "secs")]
     pub http_write_timeout: Duration,
-    /// Where channels live: unset (default), in this process's memory;
-    /// `redis://HOST:PORT`, in Redis, shared with every node pointed at
-    /// the same Redis (publications, history, presence).
-    pub broker_url: Option<String>,
+    /// This node's name in `/api/info` and logs; unset: its listen
+    /// address.
+    pub node_name: Option<String>,
+    /// Where channels live: in this process's memory (default), or in
+    /// Redis, shared with every node pointed at it (`[broker]`).
+    pub broker: BrokerConfig,
     /// Secret that signs the session tokens of the HTTP transports (a
     /// stream's `session`, a poller's `client`). Nodes that share it accept
     /// each other's tokens; unset (default): a random secret per process,
@@ -169,6 +171,50 @@ pub struct ServerConfig {
     /// Channel namespaces by name: the part of a channel name before `:`.
     /// The namespace `""` holds channels without a colon.
     pub namespaces: BTreeMap<String, NamespaceConfig>,
+}
+
+/// The `[broker]` table: where channels live when there are several nodes.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct BrokerConfig {
+    /// Redis URLs (`redis://HOST:PORT`); one string or a list. Empty
+    /// (default): channels live in this process's memory. Several:
+    /// channels are spread over them by consistent hashing (every node
+    /// must list the same URLs); node control uses the first.
+    #[serde(with = "one_or_many")]
+    pub url: Vec<String>,
+    /// A node's clients stay in presence this long after the node last
+    /// refreshed them (it does every third of it): a node that dies leaves
+    /// no one behind after it. Default 60 s.
+    #[serde(with = "secs")]
+    pub presence_ttl: Duration,
+    /// How often a node says it is alive (the node list of `/api/info`
+    /// drops a node after three missed) and probes its pub/sub connection
+    /// (`/health` turns red when a probe is not back within one). Default
+    /// 2 s.
+    #[serde(with = "secs")]
+    pub heartbeat: Duration,
+    /// Longest wait between attempts to reconnect to Redis (the wait
+    /// doubles from 100 ms). Default 5 s.
+    #[serde(with = "secs")]
+    pub reconnect_max_delay: Duration,
+    /// Longest a Redis command may take before the call fails (a client
+    /// gets error 100, the API a 503). Default 2 s.
+    #[serde(with = "secs")]
+    pub timeout: Duration,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            url: Vec::new(),
+            presence_ttl: Duration::from_secs(60),
+            heartbeat: Duration::from_secs(2),
+            reconnect_max_delay: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Options of one channel namespace.
@@ -321,7 +367,8 @@ impl Default for ServerConfig {
             drain: Duration::from_secs(5),
             join_leave_interval: Duration::from_secs(1),
             transport_secret: None,
-            broker_url: None,
+            node_name: None,
+            broker: BrokerConfig::default(),
             http_write_timeout: Duration::from_secs(30),
             max_name_size: 256,
             http_keepalive: Duration::from_secs(15),
@@ -398,7 +445,8 @@ impl ServerConfig {
 
     /// `HERALD_*` variables that are not settings of the server, so
     /// [`ServerConfig::apply_env`] passes over them: `HERALD_LOG` (the
-    /// `herald` binary's log level) and the repository's test tooling
+    /// `herald` binary's log level), `HERALD_BROKER_URL` (`herald serve`
+    /// reads it into `[broker] url`, comma-separated) and the repository's test tooling
     /// (`HERALD_FUZZ_SECONDS` of `scripts/test`,
     /// `HERALD_MANY_CONNECTIONS_URL` of herald's `many_connections` test),
     /// which a developer's shell may export while running `herald serve`.
@@ -406,6 +454,7 @@ impl ServerConfig {
         "HERALD_LOG",
         "HERALD_FUZZ_SECONDS",
         "HERALD_MANY_CONNECTIONS_URL",
+        "HERALD_BROKER_URL",
     ];
 
     /// What an operator should hear about at startup: settings that work
@@ -430,6 +479,28 @@ impl ServerConfig {
         self.namespaces
             .get_key_value(ns)
             .map(|(k, v)| (k.as_str(), v))
+    }
+}
+
+/// One string or a list of strings.
+mod one_or_many {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(v: &[String], s: S) -> Result<S::Ok, S::Error> {
+        v.serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(match OneOrMany::deserialize(d)? {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        })
     }
 }
 

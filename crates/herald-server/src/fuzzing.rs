@@ -88,7 +88,9 @@ impl Harness {
             Api::Broadcast => self
                 .rt
                 .block_on(crate::http::api::broadcast(&self.hub, body)),
-            Api::Disconnect => crate::http::api::disconnect(&self.hub, body),
+            Api::Disconnect => self
+                .rt
+                .block_on(crate::http::api::disconnect(&self.hub, body)),
         };
         match result {
             Ok(json) => (200, json.0.to_string()),

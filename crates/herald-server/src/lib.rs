@@ -67,6 +67,7 @@ mod http;
 mod hub;
 mod limits;
 mod metrics;
+mod nodes;
 pub mod protocol;
 mod server;
 mod session;
@@ -77,7 +78,7 @@ pub use auth::{
     Claims, TokenAlgorithm, TokenError, TokenVerifier, sign as sign_token,
     sign_with as sign_token_with, unix_now, verify as verify_token,
 };
-pub use config::{DeflateMode, NamespaceConfig, QueuePolicy, ServerConfig};
+pub use config::{BrokerConfig, DeflateMode, NamespaceConfig, QueuePolicy, ServerConfig};
 pub use demo::{ARENA, SYMBOLS};
 pub use endpoint::{Endpoint, Session};
 pub use hub::{History, Hub, Published};

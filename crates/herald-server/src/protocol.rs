@@ -392,6 +392,13 @@ pub(crate) fn push_presence_batch(channel: &str, diff: &crate::hub::PresenceDiff
         .to_string()
 }
 
+/// Serializes a gap push: publications of `channel` up to `offset` of
+/// `epoch` were lost and will not come; what follows is after it.
+pub fn push_gap(channel: &str, epoch: &str, offset: u64) -> String {
+    serde_json::json!({"push": {"channel": channel, "gap": {"epoch": epoch, "offset": offset}}})
+        .to_string()
+}
+
 /// Serializes a join or leave push.
 pub fn push_presence(channel: &str, kind: &str, info: &ClientInfo) -> String {
     serde_json::json!({"push": {"channel": channel, kind: info}}).to_string()

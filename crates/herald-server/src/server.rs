@@ -47,24 +47,55 @@ impl Server {
     }
 
     /// A server with `config`, connected to its broker first: Redis when
-    /// `broker_url` is set (an error if it cannot be reached), else the
-    /// in-memory broker as [`Server::new`].
+    /// `[broker] url` is set (an error if it cannot be reached now; later
+    /// outages are waited out), else the in-memory broker as
+    /// [`Server::new`].
     pub async fn connect(config: ServerConfig) -> Result<Self, String> {
-        let Some(url) = config.broker_url.clone() else {
+        use crate::broker::Broker;
+        use crate::broker::redis::RedisBroker;
+
+        if config.broker.url.is_empty() {
             return Ok(Self::new(config));
-        };
-        let broker = crate::broker::redis::RedisBroker::connect(&url, config.channel_meta_ttl)
+        }
+        let node = crate::hub::new_node_id();
+        let name = config
+            .node_name
+            .clone()
+            .unwrap_or_else(|| config.listen.to_string());
+        let mut shards = Vec::new();
+        for url in &config.broker.url {
+            let broker = RedisBroker::connect(
+                url,
+                node.clone(),
+                name.clone(),
+                &config.broker,
+                config.channel_meta_ttl,
+            )
             .await
             .map_err(|e| format!("broker {url}: {e}"))?;
-        let broker = Arc::new(broker);
-        let hub = Hub::with_broker(Arc::new(config), Arc::new(Metrics::default()), |sink| {
-            broker.attach(sink);
-            broker
+            shards.push((url.clone(), Arc::new(broker)));
+        }
+        let metrics = Arc::new(Metrics::default());
+        let hub = Hub::with_broker(Arc::new(config), metrics, node, |sink| {
+            for (_, broker) in &shards {
+                broker.attach(sink.clone());
+            }
+            if shards.len() == 1 {
+                shards[0].1.clone()
+            } else {
+                let shards = shards
+                    .iter()
+                    .map(|(url, b)| (url.clone(), b.clone() as Arc<dyn Broker>))
+                    .collect();
+                Arc::new(crate::broker::sharded::Sharded::new(shards))
+            }
         });
-        Ok(Self::with_hub(Arc::new(hub)))
+        let server = Self::with_hub(Arc::new(hub));
+        crate::nodes::answer_for(&server);
+        Ok(server)
     }
 
-    fn with_hub(hub: Arc<Hub>) -> Self {
+    pub(crate) fn with_hub(hub: Arc<Hub>) -> Self {
         let config = hub.config();
         let ws_config = Config::default()
             .protocol(
@@ -90,7 +121,7 @@ impl Server {
             tracing::error!("connection tokens: {e}; every connect is refused");
         }
         Self {
-            sessions: Arc::new(crate::transport::Sessions::new(hub.config())),
+            sessions: Arc::new(crate::transport::Sessions::new(hub.config(), hub.node())),
             hub,
             endpoints: Arc::default(),
             qr_logins: Arc::default(),
@@ -141,7 +172,7 @@ impl Server {
         }
         // On both listeners: a load balancer probes the public one, an
         // orchestrator the admin one.
-        router = router.route("/health", get(|| async { "ok\n" }));
+        router = router.route("/health", get(health));
         if surface != Surface::Public {
             router = api::routes(router.route("/metrics", get(metrics)));
         }
@@ -282,6 +313,20 @@ impl Server {
                 }
             }
         });
+        // The broker's heartbeat: node list, probes, presence refresh.
+        let heartbeat = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                let every = (hub.config().broker.heartbeat / 2)
+                    .clamp(Duration::from_millis(50), Duration::from_secs(1));
+                let mut tick = tokio::time::interval(every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    hub.broker().heartbeat(hub.connection_count());
+                }
+            }
+        });
         // Presence batches, and pollers whose grace has passed.
         let presence = tokio::spawn({
             let hub = hub.clone();
@@ -349,6 +394,7 @@ impl Server {
         };
         let (public, admin, (), others) = tokio::join!(public, admin, drain, others);
         sweeper.abort();
+        heartbeat.abort();
         presence.abort();
         if let Some(d) = demos {
             d.abort();
@@ -492,11 +538,37 @@ async fn herald_js() -> impl IntoResponse {
 
 async fn metrics(State(server): State<Server>) -> impl IntoResponse {
     // prometheus-client writes the OpenMetrics text format.
+    let mut text = server.hub.metrics().encode();
+    let stats = server.hub.broker().stats();
+    if !stats.is_empty() {
+        // The broker's own counters, before the closing `# EOF`.
+        let end = text.rfind("# EOF").unwrap_or(text.len());
+        let mut extra = String::new();
+        for (name, help, value) in stats {
+            let (family, kind) = match name.strip_suffix("_total") {
+                Some(family) => (family, "counter"),
+                None => (name, "gauge"),
+            };
+            extra.push_str(&format!(
+                "# HELP {family} {help}\n# TYPE {family} {kind}\n{name} {value}\n"
+            ));
+        }
+        text.insert_str(end, &extra);
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        server.hub.metrics().encode(),
+        text,
     )
+}
+
+/// `GET /health`: 200 while this node can serve, 503 with the reason
+/// when its broker cannot (Redis down, or its pub/sub probes lost).
+async fn health(State(server): State<Server>) -> Response {
+    match server.hub.broker().health() {
+        Ok(()) => "ok\n".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("broker: {why}\n")).into_response(),
+    }
 }

@@ -5,7 +5,7 @@
 //! serializing the defaults, so a field added to the structs fails here until
 //! it is documented.
 
-use herald_server::{NamespaceConfig, ServerConfig};
+use herald_server::{BrokerConfig, NamespaceConfig, ServerConfig};
 use serde_json::Value;
 
 const DOC: &str = include_str!("../../../docs/configuration.md");
@@ -128,6 +128,16 @@ fn every_namespace_key_is_documented_with_its_default() {
 }
 
 #[test]
+fn every_broker_key_is_documented_with_its_default() {
+    let defaults = fields(serde_json::to_value(BrokerConfig::default()).unwrap());
+    check_table("Broker", &defaults, 2, |key, literal| {
+        let c = ServerConfig::from_toml(&format!("[broker]\n{key} = {literal}\n"))
+            .unwrap_or_else(|e| panic!("`{key} = {literal}`: {e}"));
+        fields(serde_json::to_value(&c.broker).unwrap())[key].clone()
+    });
+}
+
+#[test]
 fn the_variables_that_are_not_settings_are_documented() {
     let rows = table("Environment variables");
     for name in ServerConfig::OTHER_VARIABLES {
@@ -154,10 +164,13 @@ fn the_example_is_complete_and_holds_the_defaults() {
     );
     let server = fields(serde_json::to_value(ServerConfig::default()).unwrap());
     let namespace = fields(serde_json::to_value(NamespaceConfig::default()).unwrap());
-    for key in server.keys().chain(namespace.keys()) {
+    let broker = fields(serde_json::to_value(BrokerConfig::default()).unwrap());
+    for key in server.keys().chain(namespace.keys()).chain(broker.keys()) {
         let present = EXAMPLE.lines().any(|l| {
             let l = l.trim_start_matches('#').trim_start();
-            l.starts_with(&format!("{key} =")) || l.starts_with(&format!("[{key}."))
+            l.starts_with(&format!("{key} ="))
+                || l.starts_with(&format!("[{key}."))
+                || l == format!("[{key}]")
         });
         assert!(present, "`{key}` is missing from docs/herald.example.toml");
     }

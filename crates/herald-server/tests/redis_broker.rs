@@ -10,7 +10,7 @@ use support::*;
 
 fn node(redis: &RedisServer) -> herald_server::ServerConfig {
     let mut c = config();
-    c.broker_url = Some(redis.url.clone());
+    c.broker.url = vec![redis.url.clone()];
     c
 }
 

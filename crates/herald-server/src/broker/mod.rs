@@ -7,8 +7,13 @@
 //! assigns the channel's next offset under its epoch and keeps it in
 //! history; the broker then hands it, in offset order, to the [`Sink`] of
 //! every node with local subscribers (this one included), and the hub fans
-//! it out. [`MemoryBroker`] is the single-process default; a Redis broker
-//! (issue 15) implements the same trait.
+//! it out. [`MemoryBroker`] is the single-process default; [`redis`] keeps
+//! channels in Redis for several nodes, and [`sharded`] spreads channels
+//! over several brokers.
+//!
+//! With several nodes the broker also carries what nodes say to each
+//! other ([`Control`]): a request for the node that holds a connection,
+//! and the list of live nodes.
 //!
 //! Calls that only state this node's interest (`subscribe`, presence
 //! changes) return at once: a network broker sends them in the background,
@@ -24,6 +29,7 @@ use crate::protocol::{ClientInfo, Publication};
 
 mod memory;
 pub(crate) mod redis;
+pub(crate) mod sharded;
 
 pub(crate) use memory::MemoryBroker;
 
@@ -115,6 +121,54 @@ pub(crate) trait Sink: Send + Sync {
     /// Delivers `publication` of `channel` (epoch `epoch`) to this node's
     /// subscribers. Returns how many it was queued for.
     fn deliver(&self, channel: &str, epoch: &Arc<str>, publication: &Arc<Publication>) -> usize;
+
+    /// Publications of `channel` up to (`epoch`, `offset`) were lost on
+    /// their way here and history no longer holds them: subscribers are
+    /// told, and the next delivery continues after `offset`.
+    fn gap(&self, _channel: &str, _epoch: &Arc<str>, _offset: u64) {}
+
+    /// `info` joined (`joined`) or left `channel` on another node.
+    fn presence(&self, _channel: &str, _joined: bool, _info: &Arc<ClientInfo>) {}
+}
+
+/// A request from one node to another (the HTTP API's disconnect, a
+/// transport's POST for a stream another node holds).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Request {
+    /// Close connection `client` (API disconnect, code 4002).
+    Disconnect { client: String, reason: String },
+    /// Hand `commands` to stream session `sid` (`POST /connection/send`).
+    Send { sid: u64, commands: Vec<String> },
+}
+
+/// A node's answer to a [`Request`]: what the HTTP side would have
+/// answered had the request reached it directly.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Reply {
+    /// HTTP status.
+    pub(crate) status: u16,
+    /// JSON body.
+    pub(crate) body: String,
+}
+
+/// What answers other nodes' requests on this node (the server).
+pub(crate) trait Control: Send + Sync {
+    /// Carries out `request` here.
+    fn handle(&self, request: Request) -> Pin<Box<dyn Future<Output = Reply> + Send>>;
+}
+
+/// A node as the node registry lists it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct NodeInfo {
+    /// Random id of the node's process (prefix of its client ids).
+    pub(crate) id: String,
+    /// `node_name`.
+    pub(crate) name: String,
+    /// Its live connections at its last heartbeat.
+    pub(crate) connections: usize,
+    /// Milliseconds since the Unix epoch of its last heartbeat.
+    pub(crate) updated: u64,
 }
 
 /// Publications, history and presence, for one node or many.
@@ -166,6 +220,42 @@ pub(crate) trait Broker: Send + Sync + std::fmt::Debug {
     /// cheaply (the API's channel list); a network broker may list none.
     fn with_history(&self) -> Vec<Arc<str>> {
         Vec::new()
+    }
+
+    /// Whether other nodes share this broker: client ids then carry the
+    /// node's id, and requests for other nodes' connections are forwarded.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Why the broker cannot serve now (`/health` turns 503), if so.
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// Counters for `/metrics`: (name, help, value), cumulative.
+    fn stats(&self) -> Vec<(&'static str, &'static str, u64)> {
+        Vec::new()
+    }
+
+    /// Where requests from other nodes are answered.
+    fn set_control(&self, _control: Arc<dyn Control>) {}
+
+    /// Sends `request` to node `node` and waits for its reply; `None`
+    /// when no such node answered in time.
+    fn ask<'a>(&'a self, _node: &'a str, _request: Request) -> BrokerFuture<'a, Option<Reply>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// This node's heartbeat: says it is alive with `connections` (the
+    /// node list), probes the broker's connection. `Server::serve` calls
+    /// it every second; a broker keeps its own pace.
+    fn heartbeat(&self, _connections: usize) {}
+
+    /// The live nodes, this one included; empty when nodes are not
+    /// shared.
+    fn nodes(&self) -> BrokerFuture<'_, Vec<NodeInfo>> {
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 

@@ -29,6 +29,7 @@ pub(crate) fn routes(router: Router<Server>) -> Router<Server> {
         .route("/api/channels", get(api_channels))
         .route("/api/presence/{channel}", get(api_presence))
         .route("/api/history/{channel}", get(api_history))
+        .route("/api/info", get(crate::nodes::info))
 }
 
 /// Whether a browser page from `origin` may connect to `host`: same
@@ -344,21 +345,37 @@ async fn api_disconnect(
     _: Authorized,
     JsonBody(body): JsonBody,
 ) -> ApiResult {
-    disconnect(&server.hub, &body)
+    disconnect(&server.hub, &body).await
 }
 
-/// `POST /api/disconnect` once the request is let in.
-pub(crate) fn disconnect(hub: &Hub, body: &[u8]) -> ApiResult {
+/// `POST /api/disconnect` once the request is let in: here, or on the
+/// node that holds the client.
+pub(crate) async fn disconnect(hub: &Hub, body: &[u8]) -> ApiResult {
     let body: DisconnectBody = parse(body)?;
     let reason = body.reason.as_deref().unwrap_or("disconnected");
+    if let Some(node) = hub.node_of(&body.client) {
+        let request = crate::broker::Request::Disconnect {
+            client: body.client.clone(),
+            reason: reason.to_owned(),
+        };
+        let (status, answer) =
+            crate::nodes::ask(hub, node, request, crate::nodes::no_such_client).await?;
+        return if status.is_success() {
+            Ok(axum::Json(answer))
+        } else {
+            Err(ApiError::new(
+                status,
+                ErrorCode::BadRequest,
+                answer["error"]["message"]
+                    .as_str()
+                    .unwrap_or("refused by the client's node"),
+            ))
+        };
+    }
     if hub.disconnect(&body.client, reason) {
         Ok(axum::Json(json!({})))
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            ErrorCode::BadRequest,
-            "no such client",
-        ))
+        Err(crate::nodes::no_such_client())
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
 
-use super::{Client, lock};
+use super::{Client, Presence, lock};
 use crate::broker::Sink;
 use crate::config::{NamespaceConfig, ServerConfig};
 use crate::delivery::{Item, Pushed, prepared};
@@ -115,6 +115,35 @@ impl Fanout {
         }
     }
 
+    /// A join or leave of `info` in `ch`: pushed at once to its
+    /// subscribers, or, past `join_leave_batch_above`, kept for the next
+    /// batch.
+    pub(super) fn announce(
+        &self,
+        ch: &mut LocalChannel,
+        ns: &NamespaceConfig,
+        dirty: &mut Vec<Arc<str>>,
+        what: Presence,
+        info: &Arc<ClientInfo>,
+    ) {
+        // Those it is told to: a joiner is already in the map.
+        let others = ch.subscribers.len() - usize::from(matches!(what, Presence::Join));
+        if others < ns.join_leave_batch_above {
+            let kind = match what {
+                Presence::Join => "join",
+                Presence::Leave => "leave",
+            };
+            let text = protocol::push_presence(&ch.name, kind, info);
+            self.fan_out(ch, ns, text);
+            return;
+        }
+        let diff = ch.pending_presence(dirty);
+        match what {
+            Presence::Join => diff.joins.push(info.clone()),
+            Presence::Leave => diff.leaves.push(info.clone()),
+        }
+    }
+
     /// Queues `item` under the namespace's policy; whether it was queued.
     pub(super) fn push(&self, client: &Client, item: Item, ns: &NamespaceConfig) -> bool {
         match client.outbox.push(item, ns.queue_size, ns.on_full) {
@@ -163,5 +192,49 @@ impl Sink for Fanout {
         }
         self.metrics.messages_out(delivered, message.len());
         delivered
+    }
+
+    fn gap(&self, channel: &str, epoch: &Arc<str>, offset: u64) {
+        let Some((_, ns)) = self.config.namespace_of(channel) else {
+            return;
+        };
+        let mut channels = lock(&self.channels);
+        let Some(ch) = channels.map.get_mut(channel) else {
+            return;
+        };
+        // Pollers too: the gap moves their cursor like a publication.
+        let message = prepared(protocol::push_gap(channel, epoch, offset));
+        for sub in ch.subscribers.values_mut() {
+            let item = Item {
+                key: None,
+                message: message.clone(),
+                reply: false,
+                published: None,
+            };
+            if let Some(buffer) = &mut sub.buffer {
+                buffer.push((epoch.clone(), offset, item));
+            } else {
+                self.push(&sub.client, item, ns);
+            }
+        }
+    }
+
+    fn presence(&self, channel: &str, joined: bool, info: &Arc<ClientInfo>) {
+        let Some((_, ns)) = self.config.namespace_of(channel) else {
+            return;
+        };
+        if !ns.join_leave {
+            return;
+        }
+        let mut channels = lock(&self.channels);
+        let Channels { map, dirty } = &mut *channels;
+        if let Some(ch) = map.get_mut(channel) {
+            let what = if joined {
+                Presence::Join
+            } else {
+                Presence::Leave
+            };
+            self.announce(ch, ns, dirty, what, info);
+        }
     }
 }

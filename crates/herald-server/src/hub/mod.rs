@@ -28,7 +28,7 @@ use crate::protocol::{self, ClientInfo, Error, ErrorCode, Publication};
 mod local;
 
 pub(crate) use local::PresenceDiff;
-use local::{Channels, Fanout, LocalChannel, Subscriber};
+use local::{Channels, Fanout, Subscriber};
 
 /// A connection as the hub knows it.
 #[derive(Debug)]
@@ -106,6 +106,12 @@ pub struct Hub {
     config: Arc<ServerConfig>,
     fanout: Arc<Fanout>,
     broker: Arc<dyn Broker>,
+    /// This node's id: random per process; with a shared broker, the
+    /// prefix of its client ids (`3f2a9c1e.17`), so that ids are unique
+    /// across nodes and say which node holds a connection.
+    node: Arc<str>,
+    /// Whether other nodes share the broker.
+    shared: bool,
     clients: Mutex<HashMap<u64, Arc<Client>>>,
     next_client: AtomicU64,
     metrics: Arc<Metrics>,
@@ -121,6 +127,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// A random node id: 8 hex digits.
+pub(crate) fn new_node_id() -> Arc<str> {
+    format!("{:08x}", rand::random::<u32>()).into()
+}
+
 fn unavailable(e: broker::BrokerError) -> Error {
     tracing::warn!("{e}");
     Error::new(ErrorCode::Internal, e.to_string())
@@ -130,16 +141,17 @@ impl Hub {
     /// An empty hub with the in-memory broker.
     pub fn new(config: Arc<ServerConfig>, metrics: Arc<Metrics>) -> Self {
         let (ttl, max) = (config.channel_meta_ttl, config.max_idle_channels);
-        Self::with_broker(config, metrics, |sink| {
+        Self::with_broker(config, metrics, new_node_id(), |sink| {
             Arc::new(MemoryBroker::new(sink, ttl, max))
         })
     }
 
-    /// An empty hub in front of the broker `make` builds around the hub's
-    /// sink.
+    /// An empty hub of node `node` in front of the broker `make` builds
+    /// around the hub's sink.
     pub(crate) fn with_broker(
         config: Arc<ServerConfig>,
         metrics: Arc<Metrics>,
+        node: Arc<str>,
         make: impl FnOnce(Arc<dyn broker::Sink>) -> Arc<dyn Broker>,
     ) -> Self {
         let fanout = Arc::new(Fanout {
@@ -150,7 +162,9 @@ impl Hub {
         let broker = make(fanout.clone());
         Self {
             fanout,
+            shared: broker.shared(),
             broker,
+            node,
             clients: Mutex::default(),
             next_client: AtomicU64::new(1),
             metrics,
@@ -231,10 +245,14 @@ impl Hub {
         shown: Option<String>,
     ) -> Arc<Client> {
         let id = self.next_client.fetch_add(1, Ordering::Relaxed);
+        let mut shown = shown.unwrap_or_else(|| id.to_string());
+        if self.shared {
+            shown = format!("{}.{shown}", self.node);
+        }
         let client = Arc::new(Client {
             id,
             info: Arc::new(ClientInfo {
-                client: shown.unwrap_or_else(|| id.to_string()),
+                client: shown,
                 user,
                 name,
             }),
@@ -425,7 +443,8 @@ impl Hub {
         }
         // Announced while the subscriber still buffers: not to itself.
         if ns.join_leave && !client.silent {
-            self.announce(ch, ns, dirty, Presence::Join, &client.info);
+            self.fanout
+                .announce(ch, ns, dirty, Presence::Join, &client.info);
         }
         let buffered = ch
             .subscribers
@@ -527,7 +546,8 @@ impl Hub {
                 && ns.join_leave
                 && !client.silent
             {
-                self.announce(ch, ns, dirty, Presence::Leave, &client.info);
+                self.fanout
+                    .announce(ch, ns, dirty, Presence::Leave, &client.info);
             }
         }
         if ch.subscribers.is_empty() {
@@ -535,35 +555,6 @@ impl Hub {
             return true;
         }
         false
-    }
-
-    /// A join or leave of `info` in `ch`: pushed at once to its
-    /// subscribers, or, past `join_leave_batch_above`, kept for the next
-    /// batch.
-    fn announce(
-        &self,
-        ch: &mut LocalChannel,
-        ns: &NamespaceConfig,
-        dirty: &mut Vec<Arc<str>>,
-        what: Presence,
-        info: &Arc<ClientInfo>,
-    ) {
-        // Those it is told to: a joiner is already in the map.
-        let others = ch.subscribers.len() - usize::from(matches!(what, Presence::Join));
-        if others < ns.join_leave_batch_above {
-            let kind = match what {
-                Presence::Join => "join",
-                Presence::Leave => "leave",
-            };
-            let text = protocol::push_presence(&ch.name, kind, info);
-            self.fanout.fan_out(ch, ns, text);
-            return;
-        }
-        let diff = ch.pending_presence(dirty);
-        match what {
-            Presence::Join => diff.joins.push(info.clone()),
-            Presence::Leave => diff.leaves.push(info.clone()),
-        }
     }
 
     /// `info` is present in `channel` without a connection subscribed
@@ -586,7 +577,7 @@ impl Hub {
             let mut channels = lock(&self.fanout.channels);
             let Channels { map, dirty } = &mut *channels;
             if let Some(ch) = map.get_mut(channel) {
-                self.announce(ch, ns, dirty, what, info);
+                self.fanout.announce(ch, ns, dirty, what, info);
             }
         }
         if ns.presence {
@@ -683,7 +674,13 @@ impl Hub {
     /// (the HTTP API's disconnect: close 4002 over WebSocket). Returns
     /// whether it was found.
     pub fn disconnect(&self, client: &str, reason: &str) -> bool {
-        let Ok(id) = client.parse::<u64>() else {
+        let local = match client.split_once('.') {
+            Some((node, id)) if self.shared && node == &*self.node => id,
+            Some(_) => return false,
+            None if self.shared => return false,
+            None => client,
+        };
+        let Ok(id) = local.parse::<u64>() else {
             return false;
         };
         let Some(c) = lock(&self.clients).get(&id).cloned() else {
@@ -691,6 +688,24 @@ impl Hub {
         };
         kick(&c, Disconnect::Api(reason.to_owned()));
         true
+    }
+
+    /// The node that holds connection `client`, when it is another node
+    /// sharing the broker.
+    pub(crate) fn node_of<'a>(&self, client: &'a str) -> Option<&'a str> {
+        let (node, _) = client.split_once('.')?;
+        (self.shared && node != &*self.node).then_some(node)
+    }
+
+    /// This node's id.
+    pub(crate) fn node(&self) -> &Arc<str> {
+        &self.node
+    }
+
+    /// The broker, for what the server asks of it directly (health, the
+    /// node list, requests to other nodes).
+    pub(crate) fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
     }
 
     /// Every live connection, for shutdown.
@@ -1060,6 +1075,7 @@ mod tests {
         let hub = Arc::new(Hub::with_broker(
             config.clone(),
             Arc::new(Metrics::default()),
+            new_node_id(),
             |sink| {
                 let broker = Arc::new(Gated {
                     inner: MemoryBroker::new(sink, config.channel_meta_ttl, 10),

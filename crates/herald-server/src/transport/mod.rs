@@ -40,9 +40,10 @@ pub(crate) struct Sessions {
 }
 
 impl Sessions {
-    pub(crate) fn new(config: &ServerConfig) -> Self {
+    /// Sessions of node `node`.
+    pub(crate) fn new(config: &ServerConfig, node: &str) -> Self {
         Self {
-            tokens: token::Tokens::new(config.transport_secret.as_deref()),
+            tokens: token::Tokens::new(config.transport_secret.as_deref(), node),
             next: AtomicU64::new(1),
             streams: Mutex::default(),
             pollers: poll::Pollers::default(),

@@ -43,7 +43,7 @@ struct Cursor {
 }
 
 /// A channel position in the answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Position {
     epoch: String,
     offset: u64,
@@ -353,8 +353,8 @@ fn offset_of(publication: &RawValue) -> Option<u64> {
         .map(|o| o.offset)
 }
 
-/// A push that arrived while waiting: kept, and a publication moves its
-/// channel's position.
+/// A push that arrived while waiting: kept, and a publication (or a gap:
+/// what the broker lost) moves its channel's position.
 fn pushed(
     text: &str,
     positions: &mut BTreeMap<String, Position>,
@@ -371,12 +371,15 @@ fn pushed(
         epoch: Option<String>,
         #[serde(borrow, rename = "pub")]
         publication: Option<&'a RawValue>,
+        gap: Option<Position>,
     }
     let Ok(Push { push }) = serde_json::from_str::<Push<'_>>(text) else {
         return;
     };
     if let (Some(epoch), Some(offset)) = (push.epoch, push.publication.and_then(offset_of)) {
         positions.insert(push.channel, Position { epoch, offset });
+    } else if let Some(gap) = push.gap {
+        positions.insert(push.channel, gap);
     }
     messages.push(raw(text.to_owned()));
 }

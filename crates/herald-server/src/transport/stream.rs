@@ -333,8 +333,42 @@ struct SendBody<'a> {
     commands: Vec<&'a RawValue>,
 }
 
+/// A stream session that is gone.
+fn ended() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        ErrorCode::NotConnected,
+        "the session has ended: open a new stream",
+    )
+}
+
+/// Hands `commands` to this node's stream session `sid`, in order.
+pub(crate) fn hand_over(
+    sessions: &Sessions,
+    sid: u64,
+    commands: Vec<String>,
+) -> Result<(), ApiError> {
+    let Some(queue) = sessions.streams().get(&sid).cloned() else {
+        return Err(ended());
+    };
+    for command in commands {
+        match queue.try_send(command) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::RateLimited,
+                    "too many commands waiting for this session; send fewer at a time",
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ended()),
+        }
+    }
+    Ok(())
+}
+
 /// `POST /connection/send`: hands commands to a stream's session, in
-/// order; their replies come on the stream.
+/// order (on the node that holds it); their replies come on the stream.
 pub(crate) async fn send(State(server): State<Server>, req: Request) -> Response {
     let sent = async {
         let config = server.hub.config();
@@ -353,44 +387,41 @@ pub(crate) async fn send(State(server): State<Server>, req: Request) -> Response
         })?;
         super::check_commands(body.commands.len(), config)?;
         let sessions = &server.sessions;
-        let claims = sessions
-            .tokens
-            .verify(&body.session, "stream")
-            .map_err(|r| match r {
-                Refused::Invalid => ApiError::new(
+        let commands = body.commands.iter().map(|c| c.get().to_owned()).collect();
+        let claims = match sessions.tokens.verify(&body.session, "stream") {
+            Ok(claims) => claims,
+            Err(Refused::Invalid) => {
+                return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     ErrorCode::Unauthorized,
                     "session token not made by this server (transport_secret): open a new stream",
-                ),
-                Refused::ElseWhere => ApiError::new(
+                ));
+            }
+            Err(Refused::ElseWhere(claims)) if server.hub.broker().shared() => {
+                // Another node holds the stream: the commands go there.
+                let request = crate::broker::Request::Send {
+                    sid: claims.sid,
+                    commands,
+                };
+                let (status, answer) =
+                    crate::nodes::ask(&server.hub, &claims.node, request, ended).await?;
+                let status = if status.is_success() {
+                    StatusCode::ACCEPTED
+                } else {
+                    status
+                };
+                return Ok((status, axum::Json(answer)).into_response());
+            }
+            Err(Refused::ElseWhere(_)) => {
+                return Err(ApiError::new(
                     StatusCode::MISDIRECTED_REQUEST,
                     ErrorCode::Internal,
-                    "the session is held by another node, which cannot be reached from here",
-                ),
-            })?;
-        let ended = || {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                ErrorCode::NotConnected,
-                "the session has ended: open a new stream",
-            )
-        };
-        let Some(commands) = sessions.streams().get(&claims.sid).cloned() else {
-            return Err(ended());
-        };
-        for command in body.commands {
-            match commands.try_send(command.get().to_owned()) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    return Err(ApiError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        ErrorCode::RateLimited,
-                        "too many commands waiting for this session; send fewer at a time",
-                    ));
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => return Err(ended()),
+                    "the session is held by another node, which cannot be reached from here \
+                     (no shared broker)",
+                ));
             }
-        }
+        };
+        hand_over(sessions, claims.sid, commands)?;
         Ok((StatusCode::ACCEPTED, axum::Json(serde_json::json!({}))).into_response())
     };
     sent.await.unwrap_or_else(IntoResponse::into_response)

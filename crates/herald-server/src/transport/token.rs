@@ -1,8 +1,8 @@
 //! Session tokens of the HTTP transports: a stream's `session` and a
 //! poller's `client`. Each names the node that made it and is signed
 //! (HS256) with `transport_secret`, so a node can tell its own tokens,
-//! its fleet's (same secret, another node: forward, next issue) and
-//! strangers' (refused) without any shared state.
+//! its fleet's (same secret, another node: forwarded to it through the
+//! broker) and strangers' (refused) without any shared state.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -22,13 +22,13 @@ pub(crate) struct Claims {
 }
 
 /// Why a token was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Refused {
     /// Not signed with this fleet's secret, malformed, or of the other
     /// kind.
     Invalid,
-    /// Signed by the fleet, made by another node.
-    ElseWhere,
+    /// Signed by the fleet, made by another node (what it says).
+    ElseWhere(Claims),
 }
 
 /// Makes and checks this node's tokens.
@@ -47,14 +47,14 @@ impl std::fmt::Debug for Tokens {
 }
 
 impl Tokens {
-    /// Tokens signed with `secret`, or with a random secret of this
-    /// process when there is none.
-    pub(crate) fn new(secret: Option<&str>) -> Self {
+    /// Tokens of node `node` signed with `secret`, or with a random
+    /// secret of this process when there is none.
+    pub(crate) fn new(secret: Option<&str>, node: &str) -> Self {
         let secret: Vec<u8> = match secret {
             Some(s) if !s.is_empty() => s.as_bytes().to_vec(),
             _ => rand::random::<[u8; 32]>().to_vec(),
         };
-        let node = format!("{:016x}", rand::random::<u64>());
+        let node = node.to_owned();
         match (
             EncodingKey::from_secret(&secret),
             DecodingKey::from_secret(&secret),
@@ -65,7 +65,7 @@ impl Tokens {
                 decoding,
             },
             // Only an empty secret is refused, and there is none here.
-            _ => Self::new(None),
+            _ => Self::new(None, &node),
         }
     }
 
@@ -96,7 +96,7 @@ impl Tokens {
             return Err(Refused::Invalid);
         }
         if claims.node != self.node {
-            return Err(Refused::ElseWhere);
+            return Err(Refused::ElseWhere(claims));
         }
         Ok(claims)
     }
@@ -108,13 +108,16 @@ mod tests {
 
     #[test]
     fn own_fleet_and_strangers_are_told_apart() {
-        let a = Tokens::new(Some("fleet secret"));
-        let b = Tokens::new(Some("fleet secret"));
-        let stranger = Tokens::new(None);
+        let a = Tokens::new(Some("fleet secret"), "a");
+        let b = Tokens::new(Some("fleet secret"), "b");
+        let stranger = Tokens::new(None, "a");
         let t = a.sign("stream", 7, "alice");
         assert_eq!(a.verify(&t, "stream").map(|c| c.sid), Ok(7));
         assert_eq!(a.verify(&t, "poll"), Err(Refused::Invalid));
-        assert_eq!(b.verify(&t, "stream"), Err(Refused::ElseWhere));
+        assert!(matches!(
+            b.verify(&t, "stream"),
+            Err(Refused::ElseWhere(Claims { node, sid: 7, .. })) if node == "a"
+        ));
         assert_eq!(stranger.verify(&t, "stream"), Err(Refused::Invalid));
         let mut forged = t.clone();
         forged.pop();
