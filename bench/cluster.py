@@ -47,6 +47,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -272,10 +273,10 @@ def redis_delta(before_prefix, after_prefix, publications, deliveries):
     }
 
 
-def run_one(key, nodes, broker, load, opts, work):
+def run_one(key, nodes, broker, load, opts, work, rnd):
     """Starts redis (if any) and the nodes, runs the generator, stops all."""
     logs = work / "logs"
-    tag = f"{key}-{load}"
+    tag = f"{key}-{load}-r{rnd + 1}"
     snap = work / ".snap" / tag
     started = []
     try:
@@ -309,7 +310,7 @@ def run_one(key, nodes, broker, load, opts, work):
         if load == "saturation":
             cmd += ["--in-flight", opts.in_flight, "--publishers", opts.publishers]
         else:
-            cmd += ["--rate", opts.rate]
+            cmd += ["--rate", opts.rate, "--publishers", opts.rate_publishers]
         snap.parent.mkdir(exist_ok=True)
         for old in snap.parent.glob(f"{tag}.*"):
             old.unlink()
@@ -387,6 +388,11 @@ def num(v, d=0):
     return f"{v:,.{d}f}"
 
 
+def count(v):
+    """A count (the median of two rounds may end in .5)."""
+    return "–" if v is None else f"{v:,.0f}" if v == int(v) else f"{v:,.1f}"
+
+
 def ms(r, *path):
     v = get(r, *path)
     return num(v / 1e3, 1) if v is not None else "–"
@@ -444,7 +450,7 @@ def table(runs, load, opts):
             f"| {ms(r, 'all_reached_us', 'p50')} / {ms(r, 'all_reached_us', 'p99')} "
             f"| {ms(r, 'delivery_us', 'p50')} / {ms(r, 'delivery_us', 'p99')} "
             f"| {ms(r, 'publish_answered_us', 'p50')} / {ms(r, 'publish_answered_us', 'p99')} "
-            f"| {r.get('missed_publications')} of {r.get('publications')}{' (' + ', '.join(extra) + ')' if extra else ''} "
+            f"| {count(r.get('missed_publications'))} of {count(r.get('publications'))}{' (' + ', '.join(extra) + ')' if extra else ''} "
             f"| {f'{100 * b:.0f} %' if b is not None else '–'} "
             f"| {w('server_cpu')}, {w('generator_cpu')} |")
     return "\n".join(rows)
@@ -474,25 +480,63 @@ def cpu_table(runs, load, opts):
     return "\n".join(rows)
 
 
-def ratios(runs, opts):
-    base = runs.get("memory", {})
+def round_ratio(rounds, key, load, f):
+    """Median [min-max] over rounds of f(scenario) / f(memory broker) within
+    each round: the two ran back to back there, so a drift of the machine's
+    speed between rounds does not enter it."""
+    a, b = get(rounds, key, load) or [], get(rounds, "memory", load) or []
+    rs = sorted(x / y for x, y in ((f(p), f(q)) for p, q in zip(a, b)
+                                   if "deliveries_per_sec" in p and "deliveries_per_sec" in q) if x and y)
+    if not rs:
+        return "–"
+    if len(rs) == 1:
+        return f"{rs[0]:.2f}x"
+    return f"{statistics.median(rs):.2f}x [{rs[0]:.2f}-{rs[-1]:.2f}]"
+
+
+def ratios(rounds, opts):
     lines = [
-        "| scenario / 1 node, memory broker | CPU per delivery, nodes + redis, at the rate | the same at saturation | deliveries/s at saturation | p99 all reached at the rate | p50 all reached at the rate | p99 all reached at saturation |",
+        "| scenario / 1 node, memory broker | CPU per delivery, nodes + redis, at the rate | the same at saturation | deliveries/s at saturation | p50 all reached at the rate | p99 all reached at the rate | p99 all reached at saturation |",
         "|---|---|---|---|---|---|---|",
     ]
+    p = lambda q: lambda r: get(r, "all_reached_us", q)
     for key, label in labels(opts).items():
-        if key == "memory" or key not in runs:
+        if key == "memory" or key not in rounds:
             continue
-        r = runs[key]
         lines.append(
             f"| {label} "
-            f"| {ratio(total_us_per_delivery(r.get('rate') or {}), total_us_per_delivery(base.get('rate') or {}))} "
-            f"| {ratio(total_us_per_delivery(r.get('saturation') or {}), total_us_per_delivery(base.get('saturation') or {}))} "
-            f"| {ratio(get(r, 'saturation', 'deliveries_per_sec'), get(base, 'saturation', 'deliveries_per_sec'))} "
-            f"| {ratio(get(r, 'rate', 'all_reached_us', 'p99'), get(base, 'rate', 'all_reached_us', 'p99'))} "
-            f"| {ratio(get(r, 'rate', 'all_reached_us', 'p50'), get(base, 'rate', 'all_reached_us', 'p50'))} "
-            f"| {ratio(get(r, 'saturation', 'all_reached_us', 'p99'), get(base, 'saturation', 'all_reached_us', 'p99'))} |")
+            f"| {round_ratio(rounds, key, 'rate', total_us_per_delivery)} "
+            f"| {round_ratio(rounds, key, 'saturation', total_us_per_delivery)} "
+            f"| {round_ratio(rounds, key, 'saturation', lambda r: r.get('deliveries_per_sec'))} "
+            f"| {round_ratio(rounds, key, 'rate', p('p50'))} "
+            f"| {round_ratio(rounds, key, 'rate', p('p99'))} "
+            f"| {round_ratio(rounds, key, 'saturation', p('p99'))} |")
     return "\n".join(lines)
+
+
+def merge(records):
+    """One record of several rounds: each number the median over the rounds."""
+    records = [r for r in records if r is not None]
+    if not records:
+        return None
+    first = records[0]
+    if isinstance(first, dict):
+        keys = list(dict.fromkeys(k for r in records if isinstance(r, dict) for k in r))
+        return {k: merge([r.get(k) for r in records if isinstance(r, dict)]) for k in keys}
+    if isinstance(first, (int, float)) and not isinstance(first, bool):
+        return statistics.median(r for r in records if isinstance(r, (int, float)))
+    return first
+
+
+def medians(rounds):
+    """{scenario: {load: median record}} from {scenario: {load: [round records]}};
+    a round that failed counts only when every round failed."""
+    out = {}
+    for key, loads in rounds.items():
+        for load, rs in loads.items():
+            ok = [r for r in rs if "deliveries_per_sec" in r]
+            out.setdefault(key, {})[load] = merge(ok) if ok else rs[0]
+    return out
 
 
 def redis_table(runs, opts):
@@ -521,7 +565,7 @@ def redis_table(runs, opts):
     rows.append("| redis-server CPU (µs) | " + " | ".join(
         num(get(runs, k, l, "redis", "cpu_us_per_publication"), 1) for k, l in cols) + " |")
     rows.append("| publications in the window | " + " | ".join(
-        str(get(runs, k, l, "publications")) for k, l in cols) + " |")
+        count(get(runs, k, l, "publications")) for k, l in cols) + " |")
     return "\n".join(rows)
 
 
@@ -533,6 +577,7 @@ def chart(runs, path, opts):
         ("saturation", total_us_per_delivery, "CPU per delivery at saturation, nodes + redis (us)"),
     ]
     lab = labels(opts)
+    runs = medians(runs)
     w, h, pad_l, pad_t, bar_h = 380, 130, 150, 28, 22
     svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w * 2}" height="{h * 2}" font-family="sans-serif" font-size="11">',
            f'<rect width="{w * 2}" height="{h * 2}" fill="white"/>']
@@ -565,8 +610,9 @@ def busy(mach):
     return f"The machine was quiet: load average {start:.2f} at the start and {end:.2f} at the end on {cores} cores."
 
 
-def report(out, opts, mach, runs, elapsed):
+def report(out, opts, mach, rounds, elapsed):
     lab = labels(opts)
+    runs = medians(rounds)
     md = [
         f"# Several nodes through Redis ({mach['date'][:10]})",
         "",
@@ -577,14 +623,16 @@ def report(out, opts, mach, runs, elapsed):
         f"{SERVER_CPU}, the generator (`herald bench fanout`, 1 thread) on CPU {CLIENT_CPU} (taskset)",
         f"- {opts.subscribers} subscribers on `{CHANNEL}` (namespace `bench`: history {opts.history}), "
         f"{opts.size}-byte payloads; with {opts.nodes} nodes the subscribers are spread round robin and the "
-        f"publishers post to the first node; each load {opts.duration} s of publishing; one run per cell"
+        f"publishers post to the first node; each load {opts.duration} s of publishing; """
+        f"{opts.rounds} round(s), the scenarios' order rotating by one per round; cells are the median over "
+        f"rounds, ratios the median [min-max] of the ratios within each round"
         + (f"; took {elapsed / 60:.1f} min" if elapsed else ""),
         "",
         busy(mach),
         "",
         "Command: `" + mach.get("command", "bench/cluster.py") + "`",
         "",
-        f"## {opts.rate} publications/s",
+        f"## {opts.rate:g} publications/s (open loop, {opts.rate_publishers} publishers taking turns)",
         "",
         table(runs, "rate", opts),
         "",
@@ -598,17 +646,20 @@ def report(out, opts, mach, runs, elapsed):
         "",
         "## Ratios: through Redis against the memory broker (same run)",
         "",
-        ratios(runs, opts),
+        ratios(rounds, opts),
         "",
         "## Redis per publication",
         "",
         "From `INFO commandstats` and `INFO stats` just before the first publication and just after the last "
-        "delivery. Commands a script runs (`HGET`, `HINCRBY`, `XADD`, `EXPIRE`, `PUBLISH` inside the publish "
-        "script) are counted under their own names as well as under the `EVALSHA` that ran them; the µs per "
-        "call of `EVALSHA` includes theirs. Anything else in the window (a node's background commands: "
-        "heartbeats, presence) shows under its own name, divided by the publications of the run. "
-        "Bytes are Redis's `total_net_input_bytes` / `total_net_output_bytes`, without the snapshots' own "
-        "`INFO`.",
+        "delivery (the median of the rounds). Commands a script runs (`HGET`, `HINCRBY`, `XADD`, `PEXPIRE`, "
+        "`EXPIRE`, `PUBLISH` inside the publish script) are counted under their own names as well as under the "
+        "`EVALSHA` that ran them, so *all commands* counts a script's work twice; the µs per call of `EVALSHA` "
+        "includes theirs. `SCRIPT|LOAD` is the first publication of a node's connection (its `EVALSHA` gets "
+        "`NOSCRIPT`, loads, retries). Everything else in the window is a node's background work, divided by "
+        "the publications of the run: each node's heartbeat every 2 s is a `SET` and a `ZADD` (the node "
+        "registry) and a `PUBLISH` (a probe through its own pub/sub), so at a low rate these weigh more per "
+        "publication. Bytes are Redis's `total_net_input_bytes` / `total_net_output_bytes`, without the "
+        "snapshots' own `INFO`.",
         "",
         redis_table(runs, opts),
         "",
@@ -637,10 +688,13 @@ def report(out, opts, mach, runs, elapsed):
 def main():
     global SERVER_CPU, CLIENT_CPU
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="2,000 subscribers, 5 s per load")
+    ap.add_argument("--quick", action="store_true", help="2,000 subscribers, 5 s per load, 1 round")
     ap.add_argument("--subscribers", type=int)
-    ap.add_argument("--duration", type=float, help="seconds of publishing per load (default 10)")
-    ap.add_argument("--rate", type=float, default=10.0, help="publications/s of the rate load")
+    ap.add_argument("--duration", type=float, help="seconds of publishing per load (default 8)")
+    ap.add_argument("--rounds", type=int, help="rounds of every scenario and load (default 2)")
+    ap.add_argument("--rate", type=float, default=5.0, help="publications/s of the rate load")
+    ap.add_argument("--rate-publishers", type=int, default=4,
+                    help="publisher connections taking turns at the rate (each waits for its answers)")
     ap.add_argument("--in-flight", type=int, default=64, help="publications in flight at saturation")
     ap.add_argument("--publishers", type=int, default=8, help="publisher connections at saturation")
     ap.add_argument("--size", type=int, default=100, help="payload bytes")
@@ -666,7 +720,8 @@ def main():
         return
     SERVER_CPU, CLIENT_CPU = opts.server_cpus, opts.generator_cpus
     opts.subscribers = opts.subscribers or (2000 if opts.quick else 10_000)
-    opts.duration = opts.duration or (5.0 if opts.quick else 10.0)
+    opts.duration = opts.duration or (5.0 if opts.quick else 8.0)
+    opts.rounds = opts.rounds or (1 if opts.quick else 2)
     wanted = opts.scenarios.split(",")
     unknown = set(wanted) - {s[0] for s in SCENARIOS}
     if unknown:
@@ -695,14 +750,18 @@ def main():
     log(f"cluster: measuring commit {mach['commit']}")
     runs = {}
     t0 = time.time()
-    for key, label, nodes, broker in SCENARIOS:
-        if key not in wanted:
-            continue
-        nodes = nodes or opts.nodes
-        for load in opts.loads.split(","):
-            log(f"cluster: {label.format(n=nodes)}, {load}, {opts.subscribers} subscribers")
-            r = run_one(key, nodes, broker, load, opts, out)
-            runs.setdefault(key, {})[load] = r
+    order = [s for s in SCENARIOS if s[0] in wanted]
+    for rnd in range(opts.rounds):
+        # The scenarios of one load back to back, their order rotating by
+        # one per round.
+        for load, (key, label, nodes, broker) in (
+                (load, s) for load in opts.loads.split(",")
+                for s in order[rnd % len(order):] + order[:rnd % len(order)]):
+            nodes = nodes or opts.nodes
+            log(f"cluster: round {rnd + 1}/{opts.rounds}: {label.format(n=nodes)}, {load}, "
+                f"{opts.subscribers} subscribers")
+            r = run_one(key, nodes, broker, load, opts, out, rnd)
+            runs.setdefault(key, {}).setdefault(load, []).append(r)
             if "error" in r and "deliveries_per_sec" not in r:
                 log(f"cluster:   error: {r['error']}")
             else:
