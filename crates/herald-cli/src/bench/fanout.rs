@@ -187,6 +187,14 @@ fn rss_of(pids: &[u32]) -> Result<Option<u64>, BoxError> {
         .map(Some)
 }
 
+/// The server of thread `t`'s `k`-th subscriber: thread t holds
+/// subscribers t, t + threads, t + 2 threads... of all, and subscriber i
+/// goes to server i mod n, so every server gets its share whatever the
+/// thread count.
+fn server_of(t: usize, k: usize, threads: usize, servers: usize) -> usize {
+    (t + k * threads) % servers
+}
+
 /// The WebSocket target at `path` of the server at base URL `server`
 /// (`http://HOST:PORT`).
 fn target_of(server: &str, path: &str) -> Result<Target, BoxError> {
@@ -700,10 +708,7 @@ fn generator_thread(
         let mut connecting = Vec::with_capacity(share);
         for k in 0..share {
             let gate = gate.clone();
-            // Thread t holds subscribers t, t + threads, t + 2 threads...
-            // of all; subscriber i goes to server i mod n.
-            let i = t + k * args.threads;
-            let target = targets[i % targets.len()].clone();
+            let target = targets[server_of(t, k, args.threads, targets.len())].clone();
             let args = args.clone();
             let (key, mask) = (rng.key16(), rng.key4());
             connecting.push(tokio::task::spawn_local(async move {
@@ -1215,6 +1220,19 @@ mod tests {
         assert_eq!(t.all_reached.len(), 2);
         assert_eq!(t.all_reached.max(), 500);
         assert_eq!(t.all_reached.min(), 400);
+    }
+
+    #[test]
+    fn subscribers_go_round_robin_over_the_servers() {
+        // 10 subscribers on 3 threads (shares 4, 3, 3), 3 servers.
+        let mut per_server = [0; 3];
+        for (t, share) in [4, 3, 3].into_iter().enumerate() {
+            for k in 0..share {
+                per_server[server_of(t, k, 3, 3)] += 1;
+            }
+        }
+        assert_eq!(per_server, [4, 3, 3]);
+        assert_eq!(server_of(0, 5, 1, 1), 0);
     }
 
     #[test]
