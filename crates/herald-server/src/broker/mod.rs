@@ -43,9 +43,12 @@ pub(crate) type BrokerFuture<'a, T> =
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BrokerError(pub(crate) String);
 
+/// How a [`BrokerError`]'s message starts, wherever it is passed on.
+pub(crate) const UNAVAILABLE: &str = "broker unavailable: ";
+
 impl std::fmt::Display for BrokerError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "broker unavailable: {}", self.0)
+        write!(f, "{UNAVAILABLE}{}", self.0)
     }
 }
 

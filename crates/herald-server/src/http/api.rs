@@ -75,6 +75,10 @@ impl From<Error> for ApiError {
             ErrorCode::UnknownChannel => StatusCode::NOT_FOUND,
             ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            // The broker (Redis) out of reach: worth a retry, unlike a bug.
+            ErrorCode::Internal if error.message.starts_with(crate::broker::UNAVAILABLE) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::LimitExceeded => StatusCode::PAYLOAD_TOO_LARGE,
             _ => StatusCode::BAD_REQUEST,

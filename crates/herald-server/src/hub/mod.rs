@@ -134,6 +134,8 @@ pub(crate) fn new_node_id() -> Arc<str> {
 
 fn unavailable(e: broker::BrokerError) -> Error {
     tracing::warn!("{e}");
+    // `BrokerError` displays as "broker unavailable: ...", which the API
+    // answers with 503 (retry later) rather than 500.
     Error::new(ErrorCode::Internal, e.to_string())
 }
 
@@ -726,7 +728,7 @@ impl Hub {
     }
 }
 
-/// Which presence change [`Hub::announce`] tells.
+/// Which presence change `Fanout::announce` tells.
 #[derive(Debug, Clone, Copy)]
 enum Presence {
     Join,

@@ -35,6 +35,8 @@ pub(super) struct Link {
     changes: mpsc::UnboundedSender<Change>,
     up: AtomicBool,
     probe: std::sync::Mutex<Probe>,
+    /// Why the last heartbeat's commands failed, if they did.
+    commands: std::sync::Mutex<Option<String>>,
     heartbeat: Duration,
     reconnects: AtomicU64,
 }
@@ -58,6 +60,7 @@ impl Link {
             changes,
             up: AtomicBool::new(false),
             probe: Default::default(),
+            commands: Default::default(),
             heartbeat,
             reconnects: AtomicU64::new(0),
         });
@@ -114,6 +117,11 @@ impl Link {
         }
     }
 
+    /// How the last heartbeat's commands went.
+    pub(super) fn commands_done(&self, result: Result<(), String>) {
+        *self.commands.lock().unwrap_or_else(|p| p.into_inner()) = result.err();
+    }
+
     /// Probe `n` came back through the subscription.
     pub(super) fn probe_seen(&self, n: u64) {
         let mut probe = self.probe.lock().unwrap_or_else(|p| p.into_inner());
@@ -136,6 +144,9 @@ impl Link {
     pub(super) fn health(&self) -> Result<(), String> {
         if !self.up.load(Ordering::SeqCst) {
             return Err("the pub/sub connection to Redis is down; reconnecting".into());
+        }
+        if let Some(e) = &*self.commands.lock().unwrap_or_else(|p| p.into_inner()) {
+            return Err(format!("commands to Redis fail: {e}"));
         }
         match self.probe_late() {
             Some(late) if late > self.heartbeat => Err(format!(

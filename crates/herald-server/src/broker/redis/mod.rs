@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::AsyncCommands as _;
-use redis::aio::ConnectionManager;
 
 use super::{
     Broker, BrokerError, BrokerFuture, Control, NodeInfo, Placed, Reply, Request, Retention, Since,
@@ -32,11 +31,13 @@ use super::{
 use crate::config::BrokerConfig;
 use crate::protocol::{ClientInfo, Publication};
 
+mod commands;
 mod link;
 mod nodes;
 mod presence;
 mod reader;
 
+use commands::Commands;
 use link::Link;
 use reader::Reader;
 
@@ -63,7 +64,7 @@ return {epoch, offset}
 
 /// Channels' epochs, offsets, history and presence in Redis.
 pub(crate) struct RedisBroker {
-    conn: ConnectionManager,
+    conn: Arc<Commands>,
     publish: redis::Script,
     link: Arc<Link>,
     reader: Arc<Reader>,
@@ -163,31 +164,30 @@ fn publications(entries: Entries, now: u64) -> Vec<Arc<Publication>> {
 
 /// Reads publications of `channel` with offsets in `from..=to` (unexpired).
 async fn read_range(
-    conn: &mut ConnectionManager,
+    commands: &Commands,
     channel: &str,
     from: u64,
     to: Option<u64>,
 ) -> Result<Vec<Arc<Publication>>, BrokerError> {
     let end = to.map_or_else(|| "+".to_owned(), |t| format!("0-{t}"));
-    let entries: Entries = conn
+    let entries: Entries = commands
+        .get()
+        .await?
         .xrange(stream_key(channel), format!("0-{from}"), end)
         .await
-        .map_err(failed)?;
+        .map_err(|e| commands.failed(e))?;
     Ok(publications(entries, now_ms()))
 }
 
 /// A channel's (epoch, top); an empty epoch when Redis has none.
-async fn read_position(
-    conn: &mut ConnectionManager,
-    channel: &str,
-) -> Result<(Arc<str>, u64), BrokerError> {
+async fn read_position(commands: &Commands, channel: &str) -> Result<(Arc<str>, u64), BrokerError> {
     let (epoch, top): (Option<String>, Option<u64>) = redis::cmd("HMGET")
         .arg(meta_key(channel))
         .arg("epoch")
         .arg("top")
-        .query_async(conn)
+        .query_async(&mut commands.get().await?)
         .await
-        .map_err(failed)?;
+        .map_err(|e| commands.failed(e))?;
     Ok((epoch.unwrap_or_default().into(), top.unwrap_or(0)))
 }
 
@@ -204,17 +204,9 @@ impl RedisBroker {
         meta_ttl: Duration,
     ) -> Result<Self, BrokerError> {
         let client = redis::Client::open(url).map_err(failed)?;
-        let max_delay = config.reconnect_max_delay.as_millis().max(100) as u64;
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_exponent_base(2)
-            .set_factor(50)
-            .set_max_delay(max_delay)
-            .set_number_of_retries(3)
-            .set_connection_timeout(config.timeout)
-            .set_response_timeout(config.timeout);
-        let conn = ConnectionManager::new_with_config(client.clone(), manager)
-            .await
-            .map_err(failed)?;
+        let conn = Arc::new(Commands::new(client.clone(), config.timeout));
+        // Fails now if Redis cannot be reached now.
+        conn.get().await?;
         let (link, changes) = Link::new(config.heartbeat);
         let nodes = Arc::new(nodes::Nodes::new(
             node.clone(),
@@ -278,19 +270,19 @@ impl RedisBroker {
     }
 
     async fn position(&self, channel: &str, create: bool) -> Result<(Arc<str>, u64), BrokerError> {
-        let mut conn = self.conn.clone();
         if create {
             let key = meta_key(channel);
+            let mut conn = self.conn.get().await?;
             let _: bool = conn
                 .hset_nx(&key, "epoch", new_epoch())
                 .await
-                .map_err(failed)?;
+                .map_err(|e| self.conn.failed(e))?;
             let _: bool = conn
                 .expire(&key, self.meta_ttl as i64)
                 .await
-                .map_err(failed)?;
+                .map_err(|e| self.conn.failed(e))?;
         }
-        read_position(&mut conn, channel).await
+        read_position(&self.conn, channel).await
     }
 }
 
@@ -308,7 +300,7 @@ impl Broker for RedisBroker {
                 time: publication.time,
             };
             let json = serde_json::to_string(&stored).map_err(|e| BrokerError(e.to_string()))?;
-            let mut conn = self.conn.clone();
+            let mut conn = self.conn.get().await?;
             let (epoch, offset): (String, u64) = self
                 .publish
                 .key(meta_key(channel))
@@ -322,7 +314,7 @@ impl Broker for RedisBroker {
                 .arg(now_ms())
                 .invoke_async(&mut conn)
                 .await
-                .map_err(failed)?;
+                .map_err(|e| self.conn.failed(e))?;
             Ok(Placed {
                 epoch: epoch.into(),
                 offset,
@@ -339,16 +331,18 @@ impl Broker for RedisBroker {
             if self.link.wants(&pubsub_name(channel)) {
                 self.reader.baseline(channel, &epoch, top);
             }
-            let mut conn = self.conn.clone();
             let publications = match since {
                 Since::Position => Vec::new(),
-                Since::Offset(offset) => read_range(&mut conn, channel, offset + 1, None).await?,
+                Since::Offset(offset) => read_range(&self.conn, channel, offset + 1, None).await?,
                 Since::Last(n) => {
                     let n = n.min(1 << 20);
-                    let entries: Entries = conn
+                    let entries: Entries = self
+                        .conn
+                        .get()
+                        .await?
                         .xrevrange_count(stream_key(channel), "+", "-", n)
                         .await
-                        .map_err(failed)?;
+                        .map_err(|e| self.conn.failed(e))?;
                     let mut list = publications(entries, now_ms());
                     list.reverse();
                     list

@@ -14,13 +14,13 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use redis::AsyncCommands as _;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::commands::Commands;
 use super::link::Link;
-use super::{failed, now_ms};
+use super::now_ms;
 use crate::broker::{BrokerError, Control, NodeInfo, Reply, Request};
 
 const REGISTRY: &str = "herald:nodes";
@@ -53,7 +53,7 @@ enum Envelope {
 pub(super) struct Nodes {
     id: Arc<str>,
     name: String,
-    conn: ConnectionManager,
+    conn: Arc<Commands>,
     link: Arc<Link>,
     control: OnceLock<Arc<dyn Control>>,
     pending: std::sync::Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
@@ -67,7 +67,7 @@ impl Nodes {
     pub(super) fn new(
         id: Arc<str>,
         name: String,
-        conn: ConnectionManager,
+        conn: Arc<Commands>,
         link: Arc<Link>,
         config: &crate::config::BrokerConfig,
     ) -> Self {
@@ -114,12 +114,15 @@ impl Nodes {
                 let Some(control) = self.control.get().cloned() else {
                     return;
                 };
-                let mut conn = self.conn.clone();
+                let commands = self.conn.clone();
                 tokio::spawn(async move {
                     let reply = control.handle(request).await;
                     let answer = Envelope::Answer { id, reply };
-                    if let Ok(text) = serde_json::to_string(&answer) {
-                        let _: Result<(), _> = conn.publish(channel_of(&from), text).await;
+                    if let (Ok(text), Ok(mut conn)) =
+                        (serde_json::to_string(&answer), commands.get().await)
+                        && let Err(e) = conn.publish::<_, _, ()>(channel_of(&from), text).await
+                    {
+                        commands.failed(e);
                     }
                 });
             }
@@ -148,8 +151,13 @@ impl Nodes {
             request,
         };
         let text = serde_json::to_string(&envelope).map_err(|e| BrokerError(e.to_string()))?;
-        let mut conn = self.conn.clone();
-        let listeners: Result<usize, _> = conn.publish(channel_of(node), text).await;
+        let listeners: Result<usize, _> = match self.conn.get().await {
+            Ok(mut conn) => conn
+                .publish(channel_of(node), text)
+                .await
+                .map_err(|e| self.conn.failed(e)),
+            Err(e) => Err(e),
+        };
         let answer = match listeners {
             Ok(0) => None,
             Ok(_) => tokio::time::timeout(self.timeout, rx)
@@ -158,7 +166,7 @@ impl Nodes {
                 .and_then(Result::ok),
             Err(e) => {
                 self.pending().remove(&id);
-                return Err(failed(e));
+                return Err(e);
             }
         };
         self.pending().remove(&id);
@@ -190,9 +198,13 @@ impl Nodes {
         };
         let ttl = (self.heartbeat * 3).as_millis().max(1) as u64;
         let id = self.id.to_string();
-        let mut conn = self.conn.clone();
-        self.link.probe_sent(probe);
+        let commands = self.conn.clone();
+        let link = self.link.clone();
         tokio::spawn(async move {
+            let mut conn = match commands.get().await {
+                Ok(conn) => conn,
+                Err(e) => return link.commands_done(Err(e.0)),
+            };
             let done: Result<(), _> = redis::pipe()
                 .cmd("SET")
                 .arg(info_key(&id))
@@ -206,16 +218,22 @@ impl Nodes {
                 .ignore()
                 .query_async(&mut conn)
                 .await;
-            if let Err(e) = done {
-                tracing::debug!("redis broker: heartbeat: {e}");
+            // A probe counts once Redis took it: one that never left says
+            // nothing of the subscription, the failure says enough.
+            if done.is_ok() {
+                link.probe_sent(probe);
             }
+            link.commands_done(done.map_err(|e| commands.failed(e).0));
         });
     }
 
     /// The nodes whose heartbeat is recent, by id; forgets the others.
     pub(super) async fn list(&self) -> Result<Vec<NodeInfo>, BrokerError> {
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = conn.zrange(REGISTRY, 0, -1).await.map_err(failed)?;
+        let mut conn = self.conn.get().await?;
+        let ids: Vec<String> = conn
+            .zrange(REGISTRY, 0, -1)
+            .await
+            .map_err(|e| self.conn.failed(e))?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -224,7 +242,7 @@ impl Nodes {
             .arg(&keys)
             .query_async(&mut conn)
             .await
-            .map_err(failed)?;
+            .map_err(|e| self.conn.failed(e))?;
         let mut live = Vec::new();
         let mut gone = Vec::new();
         for (id, info) in ids.iter().zip(infos) {

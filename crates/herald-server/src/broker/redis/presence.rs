@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::{failed, now_ms, pubsub_name};
+use super::commands::Commands;
+use super::{now_ms, pubsub_name};
 use crate::broker::BrokerError;
 use crate::protocol::ClientInfo;
 
@@ -60,7 +60,7 @@ fn expiry_key(channel: &str) -> String {
 
 /// This node's side of presence in Redis.
 pub(super) struct Presence {
-    conn: ConnectionManager,
+    conn: Arc<Commands>,
     node: Arc<str>,
     ttl: Duration,
     read: redis::Script,
@@ -85,11 +85,18 @@ struct Op {
 /// Carries out `ops` one after the other.
 async fn apply(
     mut ops: mpsc::UnboundedReceiver<Op>,
-    mut conn: ConnectionManager,
+    commands: Arc<Commands>,
     ttl_ms: u64,
     (join, leave): (redis::Script, redis::Script),
 ) {
     while let Some(op) = ops.recv().await {
+        let mut conn = match commands.get().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                tracing::warn!("redis broker: presence {}: {e}", op.channel);
+                continue;
+            }
+        };
         let (hash, expiry, name) = (
             hash_key(&op.channel),
             expiry_key(&op.channel),
@@ -118,13 +125,14 @@ async fn apply(
         };
         if let Err(e) = done {
             // The refresh writes joins again; a lost leave expires.
+            let e = commands.failed(e);
             tracing::warn!("redis broker: presence {}: {e}", op.channel);
         }
     }
 }
 
 impl Presence {
-    pub(super) fn new(conn: ConnectionManager, node: Arc<str>, ttl: Duration) -> Self {
+    pub(super) fn new(conn: Arc<Commands>, node: Arc<str>, ttl: Duration) -> Self {
         let ttl = ttl.max(Duration::from_millis(300));
         let (join, leave) = (redis::Script::new(JOIN), redis::Script::new(LEAVE));
         let (ops, rx) = mpsc::unbounded_channel();
@@ -189,7 +197,7 @@ impl Presence {
         channel: &str,
         now: u64,
     ) -> Result<Vec<Arc<ClientInfo>>, BrokerError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get().await?;
         let values: Vec<String> = self
             .read
             .key(hash_key(channel))
@@ -198,7 +206,7 @@ impl Presence {
             .arg("list")
             .invoke_async(&mut conn)
             .await
-            .map_err(failed)?;
+            .map_err(|e| self.conn.failed(e))?;
         Ok(values
             .iter()
             .filter_map(|v| serde_json::from_str::<ClientInfo>(v).ok())
@@ -207,7 +215,7 @@ impl Presence {
     }
 
     pub(super) async fn count(&self, channel: &str) -> Result<usize, BrokerError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.conn.get().await?;
         self.read
             .key(hash_key(channel))
             .key(expiry_key(channel))
@@ -215,7 +223,7 @@ impl Presence {
             .arg("count")
             .invoke_async(&mut conn)
             .await
-            .map_err(failed)
+            .map_err(|e| self.conn.failed(e))
     }
 
     /// Every third of the TTL: this node's entries again, with a new
@@ -238,8 +246,11 @@ impl Presence {
         }
         let expires = now_ms() + self.ttl_ms();
         let key_ttl = self.ttl_ms() * 2;
-        let mut conn = self.conn.clone();
+        let commands = self.conn.clone();
         tokio::spawn(async move {
+            let Ok(mut conn) = commands.get().await else {
+                return;
+            };
             for chunk in entries.chunks(500) {
                 let mut pipe = redis::pipe();
                 for ((channel, client), json) in chunk {
@@ -250,6 +261,7 @@ impl Presence {
                     pipe.pexpire(&expiry, key_ttl as i64).ignore();
                 }
                 if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                    let e = commands.failed(e);
                     tracing::warn!("redis broker: presence refresh: {e}");
                     return;
                 }

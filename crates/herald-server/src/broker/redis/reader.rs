@@ -15,8 +15,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use redis::aio::ConnectionManager;
-
+use super::commands::Commands;
 use super::link::Link;
 use super::nodes::Nodes;
 use super::{Stored, channel_of, pubsub_name, read_position, read_range};
@@ -26,7 +25,7 @@ use crate::protocol::{ClientInfo, Publication};
 /// Hands what arrives to the hub's sink.
 pub(super) struct Reader {
     node: Arc<str>,
-    conn: ConnectionManager,
+    conn: Arc<Commands>,
     nodes: Arc<Nodes>,
     sink: OnceLock<Arc<dyn Sink>>,
     /// Per subscribed channel: the epoch and offset last delivered here.
@@ -38,7 +37,7 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    pub(super) fn new(node: Arc<str>, conn: ConnectionManager, nodes: Arc<Nodes>) -> Self {
+    pub(super) fn new(node: Arc<str>, conn: Arc<Commands>, nodes: Arc<Nodes>) -> Self {
         Self {
             node,
             conn,
@@ -121,8 +120,12 @@ impl Reader {
         else {
             return;
         };
-        let epoch: Arc<str> = head.into();
         let last = self.delivered().get(channel).cloned();
+        // The epoch's one allocation, shared by every publication of it.
+        let epoch: Arc<str> = match &last {
+            Some((e, _)) if **e == *head => e.clone(),
+            _ => head.into(),
+        };
         match last {
             Some((e, o)) if e == epoch => {
                 if offset <= o {
@@ -150,8 +153,17 @@ impl Reader {
         if let Some(sink) = self.sink.get() {
             sink.deliver(channel, epoch, &publication);
         }
-        self.delivered()
-            .insert(channel.to_owned(), (epoch.clone(), offset));
+        self.set_delivered(channel, epoch, offset);
+    }
+
+    fn set_delivered(&self, channel: &str, epoch: &Arc<str>, offset: u64) {
+        let mut delivered = self.delivered();
+        match delivered.get_mut(channel) {
+            Some(at) => *at = (epoch.clone(), offset),
+            None => {
+                delivered.insert(channel.to_owned(), (epoch.clone(), offset));
+            }
+        }
     }
 
     fn gap(&self, channel: &str, epoch: &Arc<str>, offset: u64) {
@@ -160,19 +172,17 @@ impl Reader {
         if let Some(sink) = self.sink.get() {
             sink.gap(channel, epoch, offset);
         }
-        self.delivered()
-            .insert(channel.to_owned(), (epoch.clone(), offset));
+        self.set_delivered(channel, epoch, offset);
     }
 
     /// Delivers `channel`'s publications after `after` up to `upto` from
     /// history; what history does not hold (or a failed read) is a gap.
     async fn fill(&self, channel: &str, epoch: &Arc<str>, after: u64, upto: u64) {
-        let mut conn = self.conn.clone();
-        let (current, _) = read_position(&mut conn, channel)
+        let (current, _) = read_position(&self.conn, channel)
             .await
             .unwrap_or_else(|_| ("".into(), 0));
         let read = if current == *epoch {
-            read_range(&mut conn, channel, after + 1, Some(upto))
+            read_range(&self.conn, channel, after + 1, Some(upto))
                 .await
                 .unwrap_or_default()
         } else {
@@ -203,12 +213,11 @@ impl Reader {
             .iter()
             .map(|(c, p)| (c.clone(), p.clone()))
             .collect();
-        let mut conn = self.conn.clone();
         for (channel, (epoch, offset)) in channels {
             if !link.wants(&pubsub_name(&channel)) {
                 continue;
             }
-            let Ok((current, top)) = read_position(&mut conn, &channel).await else {
+            let Ok((current, top)) = read_position(&self.conn, &channel).await else {
                 continue;
             };
             if current.is_empty() {
