@@ -696,7 +696,9 @@ def main():
     ap.add_argument("--rate-publishers", type=int, default=4,
                     help="publisher connections taking turns at the rate (each waits for its answers)")
     ap.add_argument("--in-flight", type=int, default=64, help="publications in flight at saturation")
-    ap.add_argument("--publishers", type=int, default=8, help="publisher connections at saturation")
+    ap.add_argument("--publishers", type=int, default=32,
+                    help="publisher connections at saturation: enough that --in-flight, not the publishers "
+                         "waiting for their answers, is the limit (Redis's answers come later)")
     ap.add_argument("--size", type=int, default=100, help="payload bytes")
     ap.add_argument("--nodes", type=int, default=3, help="nodes of the multi-node scenario")
     ap.add_argument("--history", type=int, default=100, help="history_size of the channel's namespace")
@@ -743,7 +745,7 @@ def main():
     # The commit is read before building, so a commit made during the run
     # does not take its place.
     mach = machine(sh("cat /proc/loadavg"))
-    mach["command"] = " ".join(["bench/cluster.py", *sys.argv[1:]])
+    mach["command"] = os.environ.get("BENCH_COMMAND") or " ".join(["bench/cluster.py", *sys.argv[1:]])
     if not opts.skip_build:
         log("cluster: building herald (release)")
         subprocess.run(["cargo", "build", "--release", "-q", "-p", "herald-cli"], cwd=ROOT, check=True)
