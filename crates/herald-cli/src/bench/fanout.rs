@@ -16,6 +16,12 @@
 //! subscribed connection (/proc/PID/status before and after connecting);
 //! and the generator's own CPU use, its headroom.
 //!
+//! Several nodes sharing channels through a broker: `--server` repeated
+//! spreads the subscribers round robin over them, the publishers post to
+//! the first (or `--publish-to`), and `--server-pid` repeated sums their
+//! CPU and RSS (and reports each one's CPU). bench/cluster.py runs it
+//! against one node and three behind Redis.
+//!
 //! Two client protocols: `herald` (docs/protocol.md: `connect`, then
 //! `subscribe`), which the fan-out baselines in bench/peers and the Node
 //! `ws` peer also speak, and `socketio` (Engine.IO 4 over WebSocket, then a
@@ -43,9 +49,15 @@ use crate::BoxError;
 #[derive(clap::Args, Debug)]
 pub(crate) struct Args {
     /// Base URL of the server: its WebSocket endpoint and `POST
-    /// /api/publish` are both there.
-    #[arg(long, default_value = "http://127.0.0.1:8080")]
-    server: String,
+    /// /api/publish` are both there. Repeatable, for nodes that share
+    /// channels through a broker: subscriber i connects to server i mod n
+    /// (round robin), and the publishers post to the first (or to
+    /// `--publish-to`).
+    #[arg(long = "server", default_value = "http://127.0.0.1:8080")]
+    servers: Vec<String>,
+    /// Base URL the publishers post to [default: the first --server].
+    #[arg(long, value_name = "URL")]
+    publish_to: Option<String>,
     /// The WebSocket path (default: herald's `/connection/websocket`, or
     /// Socket.IO's `/socket.io/?EIO=4&transport=websocket`).
     #[arg(long)]
@@ -95,9 +107,10 @@ pub(crate) struct Args {
     #[arg(long, default_value = "1s", value_parser = super::parse_duration)]
     settle: Duration,
     /// The server's process id: its CPU per delivery and RSS per
-    /// connection.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    /// connection. Repeatable (one per node): the figures are summed over
+    /// the processes, and each one's CPU is reported too.
+    #[arg(long = "server-pid", value_name = "PID")]
+    server_pids: Vec<u32>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
@@ -108,7 +121,8 @@ pub(crate) struct Args {
     #[arg(long, value_name = "CMD")]
     exec_subscribed: Option<String>,
     /// A shell command run (and waited for) once every publication has
-    /// reached every subscriber (or the drain time is up).
+    /// reached every subscriber (or the drain time is up), just after the
+    /// CPU readings, so that its own time is not in them.
     #[arg(long, value_name = "CMD")]
     exec_delivered: Option<String>,
 }
@@ -140,6 +154,55 @@ fn runqueue_wait(pid: Option<u32>) -> Option<Duration> {
         total += stat.split_whitespace().nth(1)?.parse::<u64>().ok()?;
     }
     Some(Duration::from_nanos(total))
+}
+
+/// [`runqueue_wait`] summed over `pids`; `None` without any.
+fn runqueue_wait_of(pids: &[u32]) -> Option<Duration> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| runqueue_wait(Some(p))).sum()
+}
+
+/// Each process's CPU time, in the order of `pids`.
+fn cpu_each(pids: &[u32]) -> Result<Vec<CpuTime>, BoxError> {
+    pids.iter().map(|&p| CpuTime::of(p)).collect()
+}
+
+fn cpu_sum(each: &[CpuTime]) -> CpuTime {
+    CpuTime {
+        user: each.iter().map(|c| c.user).sum(),
+        system: each.iter().map(|c| c.system).sum(),
+    }
+}
+
+/// RSS summed over `pids`; `None` without any.
+fn rss_of(pids: &[u32]) -> Result<Option<u64>, BoxError> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    pids.iter()
+        .map(|&p| rss_bytes(p))
+        .sum::<Result<u64, _>>()
+        .map(Some)
+}
+
+/// The server of thread `t`'s `k`-th subscriber: thread t holds
+/// subscribers t, t + threads, t + 2 threads... of all, and subscriber i
+/// goes to server i mod n, so every server gets its share whatever the
+/// thread count.
+fn server_of(t: usize, k: usize, threads: usize, servers: usize) -> usize {
+    (t + k * threads) % servers
+}
+
+/// The WebSocket target at `path` of the server at base URL `server`
+/// (`http://HOST:PORT`).
+fn target_of(server: &str, path: &str) -> Result<Target, BoxError> {
+    let authority = server
+        .trim_end_matches('/')
+        .strip_prefix("http://")
+        .ok_or("--server must be http://HOST:PORT (the generator does not do TLS)")?;
+    Target::parse(&format!("ws://{authority}{path}"))
 }
 
 fn unix_ns() -> u64 {
@@ -572,8 +635,15 @@ struct Load {
 }
 
 /// Publishes until the load says stop; `false` if a publication failed
-/// (recorded on the board), which ends this publisher.
-async fn publish_loop(mut load: Load) -> bool {
+/// (recorded on the board), which ends this publisher. With it, the time
+/// each publication took to be answered.
+async fn publish_loop(mut load: Load) -> (bool, Histogram<u64>) {
+    let mut answered = latency_histogram();
+    let ok = publish_each(&mut load, &mut answered).await;
+    (ok, answered)
+}
+
+async fn publish_each(load: &mut Load, answered: &mut Histogram<u64>) -> bool {
     let board = &load.board;
     let mut tick = match load.pace {
         Pace::Rate { start, period } => Some(tokio::time::interval_at(start, period)),
@@ -605,10 +675,12 @@ async fn publish_loop(mut load: Load) -> bool {
         let ts = unix_ns();
         board.sent[seq].store(ts, Ordering::Relaxed);
         let body = data(ts, seq as u64, load.p, count, load.size);
+        let asked = Instant::now();
         if let Err(e) = load.publisher.publish(&load.channel, &body).await {
             board.error(&format!("publication {seq}: {e}"));
             return false;
         }
+        answered.saturating_record((asked.elapsed().as_nanos() as u64).max(1));
         count += 1;
     }
 }
@@ -621,7 +693,8 @@ struct ThreadReport {
 /// Connects this thread's share, reports how many made it, then receives
 /// until the board says stop.
 fn generator_thread(
-    target: Target,
+    targets: Arc<Vec<Target>>,
+    t: usize,
     args: Arc<ThreadArgs>,
     share: usize,
     board: Arc<Board>,
@@ -633,9 +706,9 @@ fn generator_thread(
         let gate = Rc::new(Semaphore::new(args.concurrency.max(1)));
         let mut rng = SplitMix::seeded();
         let mut connecting = Vec::with_capacity(share);
-        for _ in 0..share {
+        for k in 0..share {
             let gate = gate.clone();
-            let target = target.clone();
+            let target = targets[server_of(t, k, args.threads, targets.len())].clone();
             let args = args.clone();
             let (key, mask) = (rng.key16(), rng.key4());
             connecting.push(tokio::task::spawn_local(async move {
@@ -692,6 +765,7 @@ fn generator_thread(
 }
 
 struct ThreadArgs {
+    threads: usize,
     protocol: Protocol,
     channel: String,
     concurrency: usize,
@@ -719,15 +793,25 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     if args.channel.contains(['"', '\\']) {
         return Err("the channel name must not need JSON escapes".into());
     }
-    let base = args.server.trim_end_matches('/');
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or("--server must be http://HOST:PORT (the generator does not do TLS)")?;
     let path = args.path.clone().unwrap_or_else(|| match args.protocol {
         Protocol::Herald => herald_server::WEBSOCKET_PATH.to_owned(),
         Protocol::Socketio => "/socket.io/?EIO=4&transport=websocket".to_owned(),
     });
-    let target = Target::parse(&format!("ws://{authority}{path}"))?;
+    let targets = args
+        .servers
+        .iter()
+        .map(|s| target_of(s, &path))
+        .collect::<Result<Vec<_>, _>>()?;
+    let publish_to = args.publish_to.as_ref().unwrap_or(&args.servers[0]);
+    let api = target_of(publish_to, "/")?;
+    let per_server: Vec<usize> = (0..targets.len())
+        .map(|s| {
+            (0..args.subscribers)
+                .filter(|i| i % targets.len() == s)
+                .count()
+        })
+        .collect();
+    let targets = Arc::new(targets);
     let capacity = match args.in_flight {
         Some(_) => MAX_PUBLICATIONS,
         None => {
@@ -738,19 +822,21 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     let board = Arc::new(Board::new(capacity, publishers));
     let threads = args.threads.clamp(1, args.subscribers);
     let thread_args = Arc::new(ThreadArgs {
+        threads,
         protocol: args.protocol,
         channel: args.channel.clone(),
         concurrency: args.concurrency.div_ceil(threads),
     });
 
-    let rss_before = args.server_pid.map(rss_bytes).transpose()?;
+    let pids = &args.server_pids;
+    let rss_before = rss_of(pids)?;
     let connect_start = Instant::now();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handles = Vec::with_capacity(threads);
     for t in 0..threads {
         let share = args.subscribers / threads + usize::from(t < args.subscribers % threads);
-        let (target, thread_args, board, ready) = (
-            target.clone(),
+        let (targets, thread_args, board, ready) = (
+            targets.clone(),
             thread_args.clone(),
             board.clone(),
             ready_tx.clone(),
@@ -758,7 +844,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         handles.push(
             std::thread::Builder::new()
                 .name(format!("fanout-{t}"))
-                .spawn(move || generator_thread(target, thread_args, share, board, ready))?,
+                .spawn(move || generator_thread(targets, t, thread_args, share, board, ready))?,
         );
     }
     drop(ready_tx);
@@ -789,23 +875,20 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     let rt = crate::runtime(1)?;
     let outcome = rt.block_on(async {
         tokio::time::sleep(args.settle).await;
-        let rss_after = args.server_pid.map(rss_bytes).transpose()?;
+        let rss_after = rss_of(pids)?;
         // The receivers start before the first publication.
         board.go.store(true, Ordering::Release);
         tokio::time::sleep(Duration::from_millis(100)).await;
         let mut connections = Vec::with_capacity(publishers);
         for _ in 0..publishers {
-            connections.push(Publisher::connect(target.addr, target.authority.clone()).await?);
+            connections.push(Publisher::connect(api.addr, api.authority.clone()).await?);
         }
         if let Some(cmd) = &args.exec_subscribed {
             exec_hook(cmd)?;
         }
-        let server0 = args.server_pid.map(CpuTime::of).transpose()?;
+        let server0 = cpu_each(pids)?;
         let own0 = CpuTime::own()?;
-        let waits0 = (
-            args.server_pid.and_then(|p| runqueue_wait(Some(p))),
-            runqueue_wait(None),
-        );
+        let waits0 = (runqueue_wait_of(pids), runqueue_wait(None));
         let t0 = Instant::now();
         let first_ns = unix_ns();
         let claimed = Arc::new(AtomicUsize::new(0));
@@ -835,9 +918,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             }));
         }
         let mut publish_failed = false;
+        let mut answered = latency_histogram();
         while let Some(r) = tasks.join_next().await {
-            if !matches!(r, Ok(true)) {
-                publish_failed = true;
+            match r {
+                Ok((ok, h)) => {
+                    publish_failed |= !ok;
+                    let _ = answered.add(&h);
+                }
+                Err(_) => publish_failed = true,
             }
         }
         let published = claimed.load(Ordering::Acquire).min(capacity);
@@ -850,23 +938,23 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             let wait = board.progress.notified();
             let _ = tokio::time::timeout(Duration::from_millis(20), wait).await;
         }
-        if let Some(cmd) = &args.exec_delivered {
-            exec_hook(cmd)?;
-        }
-        let server = match (args.server_pid, server0) {
-            (Some(pid), Some(c0)) => Some(CpuTime::of(pid)?.since(c0)),
-            _ => None,
-        };
+        let server_each: Vec<CpuTime> = cpu_each(pids)?
+            .into_iter()
+            .zip(server0)
+            .map(|(now, then)| now.since(then))
+            .collect();
+        let server = (!pids.is_empty()).then(|| cpu_sum(&server_each));
         let own = CpuTime::own()?.since(own0);
         let since =
             |now: Option<Duration>, then: Option<Duration>| Some(now?.saturating_sub(then?));
-        let server_wait = since(
-            args.server_pid.and_then(|p| runqueue_wait(Some(p))),
-            waits0.0,
-        );
+        let server_wait = since(runqueue_wait_of(pids), waits0.0);
         let own_wait = since(runqueue_wait(None), waits0.1);
         let wall = t0.elapsed().as_secs_f64();
-        let rss_end = args.server_pid.map(rss_bytes).transpose()?;
+        // After the readings: the hook's own time is not in the window.
+        if let Some(cmd) = &args.exec_delivered {
+            exec_hook(cmd)?;
+        }
+        let rss_end = rss_of(pids)?;
         Ok::<_, BoxError>(Outcome {
             rss_after,
             rss_end,
@@ -875,10 +963,12 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             publish_secs,
             wall,
             server,
+            server_each,
             own,
             server_wait,
             own_wait,
             publish_failed,
+            answered,
         })
     });
     board.stop.store(true, Ordering::Relaxed);
@@ -909,6 +999,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         0.0
     };
     let reached = Percentiles::of(&all_reached);
+    let answered = Percentiles::of(&o.answered);
     let each = Percentiles::of(&latency);
     let per_conn = match (rss_before, o.rss_after) {
         (Some(b), Some(a)) => Some(a.saturating_sub(b) as f64 / connected.max(1) as f64),
@@ -949,9 +1040,26 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             Protocol::Herald => "herald",
             Protocol::Socketio => "socketio",
         };
+        let list = |items: Vec<String>| format!("[{}]", items.join(","));
+        let servers = list(args.servers.iter().map(|s| json_str(Some(s))).collect());
+        let per_server = list(per_server.iter().map(usize::to_string).collect());
+        let server_cpu_each = list(
+            pids.iter()
+                .zip(&o.server_each)
+                .map(|(pid, c)| {
+                    format!(
+                        "{{\"pid\":{pid},\"user_s\":{:.3},\"system_s\":{:.3},\"us_per_delivery\":{}}}",
+                        c.user.as_secs_f64(),
+                        c.system.as_secs_f64(),
+                        json_opt(per_delivery(c.total()), 4),
+                    )
+                })
+                .collect(),
+        );
         println!(
-            "{{\"scenario\":\"fanout\",\"server\":{},\"protocol\":\"{protocol}\",\"channel\":{},\"subscribers\":{connected},\"threads\":{threads},\"publishers\":{publishers},\"rate\":{},\"in_flight\":{},\"size\":{},\"connect_seconds\":{connect_secs:.3},\"publications\":{},\"publish_seconds\":{:.3},\"seconds\":{window:.3},\"deliveries\":{deliveries},\"expected_deliveries\":{expected},\"deliveries_per_sec\":{rate:.0},\"missed_publications\":{missed},\"out_of_order\":{out_of_order},\"unexpected_frames\":{unexpected},\"connections_lost\":{lost},\"first_error\":{},\"all_reached_us\":{},\"delivery_us\":{},\"server_rss_bytes\":{{\"before\":{},\"connected\":{},\"end\":{}}},\"server_bytes_per_connection\":{},\"server_cpu\":{server_cpu},\"generator_cpu\":{{\"util\":{own_util:.4},\"user_s\":{:.3},\"system_s\":{:.3},\"runqueue_wait_s\":{}}},\"wall_seconds\":{:.3}}}",
-            json_str(Some(&args.server)),
+            "{{\"scenario\":\"fanout\",\"server\":{},\"servers\":{servers},\"publish_to\":{},\"subscribers_per_server\":{per_server},\"protocol\":\"{protocol}\",\"channel\":{},\"subscribers\":{connected},\"threads\":{threads},\"publishers\":{publishers},\"rate\":{},\"in_flight\":{},\"size\":{},\"connect_seconds\":{connect_secs:.3},\"publications\":{},\"publish_seconds\":{:.3},\"seconds\":{window:.3},\"deliveries\":{deliveries},\"expected_deliveries\":{expected},\"deliveries_per_sec\":{rate:.0},\"missed_publications\":{missed},\"out_of_order\":{out_of_order},\"unexpected_frames\":{unexpected},\"connections_lost\":{lost},\"first_error\":{},\"all_reached_us\":{},\"delivery_us\":{},\"publish_answered_us\":{},\"server_rss_bytes\":{{\"before\":{},\"connected\":{},\"end\":{}}},\"server_bytes_per_connection\":{},\"server_cpu\":{server_cpu},\"server_cpu_each\":{server_cpu_each},\"generator_cpu\":{{\"util\":{own_util:.4},\"user_s\":{:.3},\"system_s\":{:.3},\"runqueue_wait_s\":{}}},\"wall_seconds\":{:.3}}}",
+            json_str(Some(&args.servers[0])),
+            json_str(Some(publish_to)),
             json_str(Some(&args.channel)),
             if args.in_flight.is_some() {
                 "null".into()
@@ -965,6 +1073,7 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
             json_str(first_error.as_deref()),
             reached.json(),
             each.json(),
+            answered.json(),
             json_opt(rss_before.map(|v| v as f64), 0),
             json_opt(o.rss_after.map(|v| v as f64), 0),
             json_opt(o.rss_end.map(|v| v as f64), 0),
@@ -977,8 +1086,13 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
     } else {
         println!(
             "fanout {} ({:?}), {connected} subscribers on {threads} thread(s), {load}, {} B",
-            args.server, args.protocol, args.size
+            args.servers.join(" "),
+            args.protocol,
+            args.size
         );
+        if args.servers.len() > 1 {
+            println!("subscribers/server  {per_server:?}, publishing to {publish_to}");
+        }
         println!("connected in        {connect_secs:.2} s");
         println!(
             "publications        {} in {:.2} s",
@@ -995,6 +1109,10 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
         println!(
             "each delivery (us)  p50 {:.0}  p99 {:.0}  max {:.0}",
             each.p50, each.p99, each.max
+        );
+        println!(
+            "publish answered    p50 {:.0}  p99 {:.0}  max {:.0} (us)",
+            answered.p50, answered.p99, answered.max
         );
         if lost > 0 || unexpected > 0 {
             println!("connections lost    {lost}, unexpected frames {unexpected}");
@@ -1017,6 +1135,14 @@ pub(crate) fn run(args: Args) -> Result<ExitCode, BoxError> {
                 json_opt(per_delivery(c.user), 3),
                 json_opt(per_delivery(c.system), 3),
             );
+            if pids.len() > 1 {
+                for (pid, c) in pids.iter().zip(&o.server_each) {
+                    println!(
+                        "  pid {pid:<8}        {} us per delivery",
+                        json_opt(per_delivery(c.total()), 3)
+                    );
+                }
+            }
         }
         println!("generator CPU       {:.1} % of one core", own_util * 100.0);
         if let Some(w) = o.server_wait {
@@ -1052,11 +1178,15 @@ struct Outcome {
     publish_secs: f64,
     wall: f64,
     server: Option<CpuTime>,
+    /// Each `--server-pid`'s share of `server`.
+    server_each: Vec<CpuTime>,
     own: CpuTime,
     server_wait: Option<Duration>,
     own_wait: Option<Duration>,
     /// The API refused a publication or went away: publishing stopped.
     publish_failed: bool,
+    /// Per publication, the time until the API answered it.
+    answered: Histogram<u64>,
 }
 
 #[cfg(test)]
@@ -1090,6 +1220,19 @@ mod tests {
         assert_eq!(t.all_reached.len(), 2);
         assert_eq!(t.all_reached.max(), 500);
         assert_eq!(t.all_reached.min(), 400);
+    }
+
+    #[test]
+    fn subscribers_go_round_robin_over_the_servers() {
+        // 10 subscribers on 3 threads (shares 4, 3, 3), 3 servers.
+        let mut per_server = [0; 3];
+        for (t, share) in [4, 3, 3].into_iter().enumerate() {
+            for k in 0..share {
+                per_server[server_of(t, k, 3, 3)] += 1;
+            }
+        }
+        assert_eq!(per_server, [4, 3, 3]);
+        assert_eq!(server_of(0, 5, 1, 1), 0);
     }
 
     #[test]
