@@ -230,7 +230,7 @@ pub(super) async fn run(
         // A probe sent before the connection was made may never come back.
         *link.probe.lock().unwrap_or_else(|p| p.into_inner()) = Probe::default();
         // What was published while this node was not subscribed.
-        reader.catch_up(&link).await;
+        reader.catch_up().await;
 
         let mut check = tokio::time::interval(link.heartbeat);
         loop {

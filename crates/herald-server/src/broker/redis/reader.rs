@@ -27,6 +27,7 @@ pub(super) struct Reader {
     node: Arc<str>,
     conn: Arc<Commands>,
     nodes: Arc<Nodes>,
+    link: Arc<Link>,
     sink: OnceLock<Arc<dyn Sink>>,
     /// Per subscribed channel: the epoch and offset last delivered here.
     delivered: std::sync::Mutex<HashMap<String, (Arc<str>, u64)>>,
@@ -37,11 +38,17 @@ pub(super) struct Reader {
 }
 
 impl Reader {
-    pub(super) fn new(node: Arc<str>, conn: Arc<Commands>, nodes: Arc<Nodes>) -> Self {
+    pub(super) fn new(
+        node: Arc<str>,
+        conn: Arc<Commands>,
+        nodes: Arc<Nodes>,
+        link: Arc<Link>,
+    ) -> Self {
         Self {
             node,
             conn,
             nodes,
+            link,
             sink: OnceLock::new(),
             delivered: Default::default(),
             filled: AtomicU64::new(0),
@@ -62,7 +69,9 @@ impl Reader {
     }
 
     /// A history read of subscribed `channel` saw (`epoch`, `top`): where
-    /// to check for losses from, if nothing was delivered yet.
+    /// to look for losses from, if nothing was delivered yet. Never moves
+    /// a position forward: publications up to `top` may still be on their
+    /// way to this node's live subscribers.
     pub(super) fn baseline(&self, channel: &str, epoch: &Arc<str>, top: u64) {
         if !epoch.is_empty() {
             self.delivered()
@@ -97,6 +106,11 @@ impl Reader {
             self.nodes.message(payload);
             return;
         };
+        if !self.link.wants(name) {
+            // Still on its way when this node unsubscribed: nobody here
+            // wants it, and its offset must not become a position.
+            return;
+        }
         let Ok(payload) = std::str::from_utf8(payload) else {
             return;
         };
@@ -207,14 +221,14 @@ impl Reader {
 
     /// After a reconnect: for every subscribed channel, what was published
     /// while this node was away.
-    pub(super) async fn catch_up(&self, link: &Link) {
+    pub(super) async fn catch_up(&self) {
         let channels: Vec<(String, (Arc<str>, u64))> = self
             .delivered()
             .iter()
             .map(|(c, p)| (c.clone(), p.clone()))
             .collect();
         for (channel, (epoch, offset)) in channels {
-            if !link.wants(&pubsub_name(&channel)) {
+            if !self.link.wants(&pubsub_name(&channel)) {
                 continue;
             }
             let Ok((current, top)) = read_position(&self.conn, &channel).await else {

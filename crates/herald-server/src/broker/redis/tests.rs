@@ -407,7 +407,7 @@ async fn after_a_reconnect_the_reader_catches_up_from_history() {
     publish_lost(&redis.url, "chat:c", 100).await;
     publish_lost(&redis.url, "chat:c", 100).await;
     // What the link runs once it is subscribed again.
-    broker.reader.catch_up(&broker.link).await;
+    broker.reader.catch_up().await;
     let got = pushes_until(&reader, |p| seen(p).len() >= 2).await;
     assert_eq!(seen(&got), ["2", "3"]);
     // And the next live one follows, once.
