@@ -215,12 +215,7 @@ impl RedisBroker {
             link.clone(),
             config,
         ));
-        let reader = Arc::new(Reader::new(
-            node,
-            conn.clone(),
-            nodes.clone(),
-            link.clone(),
-        ));
+        let reader = Arc::new(Reader::new(node, conn.clone(), nodes.clone(), link.clone()));
         let own = vec![nodes.channel()];
         tokio::spawn(link::run(
             link.clone(),
