@@ -8,7 +8,7 @@
 //! a sorted set of node ids by last heartbeat plus a key per node with its
 //! details that expires after three heartbeats.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -60,7 +60,11 @@ pub(super) struct Nodes {
     next: AtomicU64,
     heartbeat: Duration,
     timeout: Duration,
+    presence_ttl: Duration,
     last_beat: std::sync::Mutex<Option<Instant>>,
+    /// The other nodes alive at the last heartbeat: one missing from the
+    /// next has died, and its clients leave presence.
+    live: Arc<std::sync::Mutex<HashSet<String>>>,
 }
 
 impl Nodes {
@@ -81,7 +85,9 @@ impl Nodes {
             next: AtomicU64::new(1),
             heartbeat: config.heartbeat,
             timeout: config.timeout,
+            presence_ttl: config.presence_ttl,
             last_beat: Default::default(),
+            live: Default::default(),
         }
     }
 
@@ -200,6 +206,8 @@ impl Nodes {
         let id = self.id.to_string();
         let commands = self.conn.clone();
         let link = self.link.clone();
+        let live = self.live.clone();
+        let presence_ttl = self.presence_ttl;
         tokio::spawn(async move {
             let mut conn = match commands.get().await {
                 Ok(conn) => conn,
@@ -224,10 +232,32 @@ impl Nodes {
                 link.probe_sent(probe);
             }
             link.commands_done(done.map_err(|e| commands.failed(e).0));
+            // Who died since the last heartbeat.
+            let Ok(now) = live_ids(&commands).await else {
+                return;
+            };
+            let gone: Vec<String> = {
+                let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
+                let gone = live.difference(&now).cloned().collect();
+                *live = now;
+                gone
+            };
+            for dead in gone.iter().filter(|d| **d != id) {
+                match super::presence::reap(&commands, dead, presence_ttl).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(
+                        "redis broker: node {dead} is gone; {n} presence entries left for it"
+                    ),
+                    Err(e) => tracing::warn!(
+                        "redis broker: node {dead} is gone; its presence stays until it expires: {e}"
+                    ),
+                }
+            }
         });
     }
 
     /// The nodes whose heartbeat is recent, by id; forgets the others.
+    /// (`/api/info`.)
     pub(super) async fn list(&self) -> Result<Vec<NodeInfo>, BrokerError> {
         let mut conn = self.conn.get().await?;
         let ids: Vec<String> = conn
@@ -257,4 +287,27 @@ impl Nodes {
         live.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
         Ok(live)
     }
+}
+
+/// The ids of the nodes whose registry entry has not expired.
+async fn live_ids(commands: &Commands) -> Result<HashSet<String>, BrokerError> {
+    let mut conn = commands.get().await?;
+    let ids: Vec<String> = conn
+        .zrange(REGISTRY, 0, -1)
+        .await
+        .map_err(|e| commands.failed(e))?;
+    if ids.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let keys: Vec<String> = ids.iter().map(|id| info_key(id)).collect();
+    let present: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| commands.failed(e))?;
+    Ok(ids
+        .into_iter()
+        .zip(present)
+        .filter_map(|(id, info)| info.map(|_| id))
+        .collect())
 }

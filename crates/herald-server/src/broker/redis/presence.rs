@@ -4,7 +4,10 @@
 //! -> when the entry expires (ms). A node refreshes the entries of its own
 //! clients every third of `presence_ttl`; readers drop the expired ones
 //! first. Joins and leaves also go out on the channel's pub/sub, so that
-//! every node pushes them to its subscribers.
+//! every node pushes them to its subscribers. Each node also lists the
+//! channels it has anyone present in, so that when it dies another node
+//! makes its clients leave there ([`reap`]) at once, with leave pushes,
+//! rather than at expiry.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -50,6 +53,12 @@ end
 return redis.call('HVALS', KEYS[1])
 "#;
 
+/// The channels where node `node` has (or had) someone present: what
+/// another node reads to say they left when `node` dies.
+fn node_channels_key(node: &str) -> String {
+    format!("herald:node:{node}:channels")
+}
+
 fn hash_key(channel: &str) -> String {
     format!("herald:{{{channel}}}:presence")
 }
@@ -86,9 +95,11 @@ struct Op {
 async fn apply(
     mut ops: mpsc::UnboundedReceiver<Op>,
     commands: Arc<Commands>,
+    node: Arc<str>,
     ttl_ms: u64,
     (join, leave): (redis::Script, redis::Script),
 ) {
+    let channels = node_channels_key(&node);
     while let Some(op) = ops.recv().await {
         let mut conn = match commands.get().await {
             Ok(conn) => conn,
@@ -103,6 +114,16 @@ async fn apply(
             pubsub_name(&op.channel),
         );
         let done = if op.join {
+            let listed: redis::RedisResult<()> = redis::pipe()
+                .sadd(&channels, &op.channel)
+                .ignore()
+                .pexpire(&channels, (ttl_ms * 2) as i64)
+                .ignore()
+                .query_async(&mut conn)
+                .await;
+            if let Err(e) = listed {
+                commands.failed(e);
+            }
             join.key(hash)
                 .key(expiry)
                 .arg(&op.client)
@@ -139,6 +160,7 @@ impl Presence {
         tokio::spawn(apply(
             rx,
             conn.clone(),
+            node.clone(),
             ttl.as_millis() as u64,
             (join.clone(), leave.clone()),
         ));
@@ -246,6 +268,7 @@ impl Presence {
         }
         let expires = now_ms() + self.ttl_ms();
         let key_ttl = self.ttl_ms() * 2;
+        let channels = node_channels_key(&self.node);
         let commands = self.conn.clone();
         tokio::spawn(async move {
             let Ok(mut conn) = commands.get().await else {
@@ -255,11 +278,13 @@ impl Presence {
                 let mut pipe = redis::pipe();
                 for ((channel, client), json) in chunk {
                     let (hash, expiry) = (hash_key(channel), expiry_key(channel));
+                    pipe.sadd(&channels, channel).ignore();
                     pipe.hset(&hash, client, json).ignore();
                     pipe.zadd(&expiry, client, expires).ignore();
                     pipe.pexpire(&hash, key_ttl as i64).ignore();
                     pipe.pexpire(&expiry, key_ttl as i64).ignore();
                 }
+                pipe.pexpire(&channels, key_ttl as i64).ignore();
                 if let Err(e) = pipe.query_async::<()>(&mut conn).await {
                     let e = commands.failed(e);
                     tracing::warn!("redis broker: presence refresh: {e}");
@@ -268,4 +293,58 @@ impl Presence {
             }
         });
     }
+}
+
+/// Node `dead` stopped without a word: its clients leave every channel
+/// it had them in, with a leave event that every node pushes to its
+/// subscribers, unless another node is doing it already. `ttl` is the
+/// presence TTL (how long the claim to do it holds).
+pub(super) async fn reap(
+    commands: &Commands,
+    dead: &str,
+    ttl: Duration,
+) -> Result<usize, BrokerError> {
+    let mut conn = commands.get().await?;
+    let claim: Option<String> = redis::cmd("SET")
+        .arg(format!("herald:node:{dead}:reaped"))
+        .arg(1)
+        .arg("NX")
+        .arg("PX")
+        .arg((ttl * 2).as_millis() as u64)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| commands.failed(e))?;
+    if claim.is_none() {
+        return Ok(0);
+    }
+    let list = node_channels_key(dead);
+    let channels: Vec<String> = redis::cmd("SMEMBERS")
+        .arg(&list)
+        .query_async(&mut conn)
+        .await
+        .map_err(|e| commands.failed(e))?;
+    let prefix = format!("{dead}.");
+    let leave = redis::Script::new(LEAVE);
+    let mut reaped = 0;
+    for channel in channels {
+        let entries: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(hash_key(&channel))
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| commands.failed(e))?;
+        for (client, json) in entries.into_iter().filter(|(c, _)| c.starts_with(&prefix)) {
+            leave
+                .key(hash_key(&channel))
+                .key(expiry_key(&channel))
+                .arg(&client)
+                .arg(pubsub_name(&channel))
+                .arg(format!("@l\n{dead}\n{json}"))
+                .invoke_async::<()>(&mut conn)
+                .await
+                .map_err(|e| commands.failed(e))?;
+            reaped += 1;
+        }
+    }
+    let _: redis::RedisResult<()> = redis::cmd("DEL").arg(&list).query_async(&mut conn).await;
+    Ok(reaped)
 }

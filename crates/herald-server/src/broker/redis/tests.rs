@@ -415,3 +415,58 @@ async fn after_a_reconnect_the_reader_catches_up_from_history() {
     let got = pushes_until(&reader, |p| !seen(p).is_empty()).await;
     assert_eq!(seen(&got), ["4"]);
 }
+
+#[tokio::test]
+async fn a_node_that_stops_leaves_presence_with_a_leave_push_on_the_others() {
+    let redis = RedisServer::start();
+    let (a, broker_a) = node_with(&redis.url, ServerConfig::default()).await;
+    let (b, broker_b) = node_with(&redis.url, ServerConfig::default()).await;
+    let watcher = subscriber(&b, "chat:d").await;
+    let gone = subscriber(&a, "chat:d").await;
+    pushes_until(&watcher, |p| {
+        p.iter().any(|m| m["push"]["join"].is_object())
+    })
+    .await;
+    // Both alive in the registry, and B has seen A there.
+    broker_a.heartbeat(1);
+    broker_b.heartbeat(1);
+    let both = || async {
+        let nodes = b.broker().nodes().await.unwrap();
+        nodes.iter().any(|n| n.id == **a.node()) && nodes.iter().any(|n| n.id == **b.node())
+    };
+    for _ in 0..100 {
+        if both().await {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(both().await, "both nodes listed");
+    // A stops (no more heartbeats, no goodbye); its registry entry
+    // expires after three heartbeats (600 ms here), and B, at its next
+    // heartbeat, makes A's clients leave.
+    let got = {
+        let mut got = Vec::new();
+        for _ in 0..100 {
+            broker_b.heartbeat(1);
+            got.extend(
+                crate::transport::drain(&watcher)
+                    .into_iter()
+                    .map(|i| serde_json::from_str::<serde_json::Value>(&i.text()).unwrap()),
+            );
+            if got.iter().any(|m| m["push"]["leave"].is_object()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        got
+    };
+    let leave = got.iter().find(|m| m["push"]["leave"].is_object());
+    assert_eq!(
+        leave.map(|m| m["push"]["leave"]["client"].clone()),
+        Some(serde_json::Value::from(gone.info.client.as_str())),
+        "{got:?}"
+    );
+    let present = b.presence("chat:d").await.unwrap();
+    assert_eq!(present.len(), 1, "only B's watcher: {present:?}");
+    drop(a);
+}
