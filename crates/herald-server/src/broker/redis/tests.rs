@@ -470,3 +470,45 @@ async fn a_node_that_stops_leaves_presence_with_a_leave_push_on_the_others() {
     assert_eq!(present.len(), 1, "only B's watcher: {present:?}");
     drop(a);
 }
+
+#[tokio::test]
+async fn channels_spread_over_two_redis_servers_and_every_node_agrees() {
+    let (r1, r2) = (RedisServer::start(), RedisServer::start());
+    let mut config = ServerConfig::default();
+    config.broker.url = vec![r1.url.clone(), r2.url.clone()];
+    config.broker.heartbeat = Duration::from_millis(200);
+    let a = crate::server::Server::connect(config.clone())
+        .await
+        .unwrap();
+    // The other node lists the URLs the other way round.
+    config.broker.url.reverse();
+    let b = crate::server::Server::connect(config).await.unwrap();
+    let channels: Vec<String> = (0..12).map(|i| format!("chat:s{i}")).collect();
+    let mut readers = Vec::new();
+    for channel in &channels {
+        readers.push(subscriber(b.hub(), channel).await);
+    }
+    for channel in &channels {
+        a.hub().publish(channel, raw("1"), None).await.unwrap();
+    }
+    for reader in &readers {
+        pushes_until(reader, |p| seen(p) == ["1"]).await;
+    }
+    // Each channel's keys are on the shard rendezvous hashing names.
+    let urls = [r1.url.as_str(), r2.url.as_str()];
+    let mut on = [0, 0];
+    for channel in &channels {
+        let shard = super::super::sharded::shard_of(&urls, channel);
+        on[shard] += 1;
+        for (i, url) in urls.iter().enumerate() {
+            let mut conn = redis::Client::open(*url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let exists: bool = conn.exists(meta_key(channel)).await.unwrap();
+            assert_eq!(exists, i == shard, "{channel} on shard {i}?");
+        }
+    }
+    assert!(on[0] > 0 && on[1] > 0, "both shards hold channels: {on:?}");
+}
