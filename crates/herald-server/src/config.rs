@@ -461,7 +461,26 @@ impl ServerConfig {
     /// but are unsafe (an HMAC token secret shorter than 32 bytes).
     /// `Server::new` logs each; `herald serve` prints them in its banner.
     pub fn warnings(&self) -> Vec<String> {
-        crate::auth::warnings(self)
+        let mut warnings = crate::auth::warnings(self);
+        if !self.broker.url.is_empty() {
+            if self.transport_secret.is_none() {
+                warnings.push(
+                    "[broker] url is set but transport_secret is not: each node signs the HTTP \
+                     transports' session tokens with a secret of its own, so a stream's commands \
+                     that reach another node are refused (403); set the same transport_secret on \
+                     every node"
+                        .into(),
+                );
+            }
+            if self.demos {
+                warnings.push(
+                    "the demo feeds (quotes, game) run on every node sharing the broker: with \
+                     several nodes, keep demos on one (demos = false or --no-demos on the others)"
+                        .into(),
+                );
+            }
+        }
+        warnings
     }
 
     /// The namespace of `channel`, if the name is valid and the namespace
@@ -543,6 +562,19 @@ mod secs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shared_broker_warns_of_what_several_nodes_need() {
+        let mut c = ServerConfig::default();
+        assert!(c.warnings().is_empty());
+        c.broker.url = vec!["redis://127.0.0.1:6379".into()];
+        let w = c.warnings();
+        assert!(w.iter().any(|w| w.contains("transport_secret")), "{w:?}");
+        assert!(w.iter().any(|w| w.contains("demo feeds")), "{w:?}");
+        c.transport_secret = Some("shared".into());
+        c.demos = false;
+        assert!(c.warnings().is_empty());
+    }
 
     #[test]
     fn file_overrides_defaults() {
