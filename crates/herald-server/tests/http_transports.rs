@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{TestServer, config, eventually, namespace, within};
+use support::{Chunks, TestServer, config, eventually, find, namespace, request_bytes, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -18,9 +18,7 @@ struct Streamed {
     tcp: TcpStream,
     status: u16,
     head: String,
-    raw: Vec<u8>,
-    body: Vec<u8>,
-    ended: bool,
+    chunks: Chunks,
 }
 
 impl Streamed {
@@ -32,18 +30,7 @@ impl Streamed {
         body: Option<&str>,
     ) -> Self {
         let mut tcp = TcpStream::connect(addr).await.expect("connect");
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-        for (n, v) in headers {
-            request.push_str(&format!("{n}: {v}\r\n"));
-        }
-        if let Some(body) = body {
-            request.push_str(&format!(
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            ));
-        }
-        request.push_str("\r\n");
-        request.push_str(body.unwrap_or_default());
+        let request = request_bytes(addr, method, path, headers, body);
         tcp.write_all(request.as_bytes()).await.expect("write");
         let mut raw = Vec::new();
         let head_end = within("the response head", async {
@@ -65,9 +52,10 @@ impl Streamed {
             tcp,
             status,
             head,
-            raw,
-            body: Vec::new(),
-            ended: false,
+            chunks: Chunks {
+                raw,
+                ..Chunks::default()
+            },
         }
     }
 
@@ -78,38 +66,17 @@ impl Streamed {
         })
     }
 
-    /// Decodes whole chunks from `raw` into `body`.
-    fn decode(&mut self) {
-        loop {
-            let Some(eol) = self.raw.windows(2).position(|w| w == b"\r\n") else {
-                return;
-            };
-            let size = usize::from_str_radix(String::from_utf8_lossy(&self.raw[..eol]).trim(), 16)
-                .expect("chunk size");
-            if size == 0 {
-                self.ended = true;
-                return;
-            }
-            if self.raw.len() < eol + 2 + size + 2 {
-                return;
-            }
-            self.body
-                .extend_from_slice(&self.raw[eol + 2..eol + 2 + size]);
-            self.raw.drain(..eol + 2 + size + 2);
-        }
-    }
-
     /// The next piece of the body ending with `sep`; `None` once the body
     /// ended.
     async fn next(&mut self, sep: &[u8]) -> Option<String> {
         within("the next message of the stream", async {
             loop {
-                self.decode();
-                if let Some(i) = self.body.windows(sep.len()).position(|w| w == sep) {
-                    let piece: Vec<u8> = self.body.drain(..i + sep.len()).collect();
+                self.chunks.decode();
+                if let Some(i) = find(&self.chunks.body, sep) {
+                    let piece: Vec<u8> = self.chunks.body.drain(..i + sep.len()).collect();
                     return Some(String::from_utf8(piece[..i].to_vec()).expect("UTF-8"));
                 }
-                if self.ended {
+                if self.chunks.ended {
                     return None;
                 }
                 let mut buf = [0u8; 8192];
@@ -117,7 +84,7 @@ impl Streamed {
                 if n == 0 {
                     return None;
                 }
-                self.raw.extend_from_slice(&buf[..n]);
+                self.chunks.raw.extend_from_slice(&buf[..n]);
             }
         })
         .await

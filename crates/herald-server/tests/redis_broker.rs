@@ -1,22 +1,23 @@
 //! Two herald nodes sharing channels through a real redis-server
-//! (`broker_url`): a client on one node gets what a backend publishes
+//! (`[broker] url`): a client on one node gets what a backend publishes
 //! through the other, in one offset sequence, and a client that drops
 //! from one node recovers what it missed on the other.
 
 mod support;
 
 use serde_json::json;
+use support::cluster::Redis;
 use support::*;
 
-fn node(redis: &RedisServer) -> herald_server::ServerConfig {
+fn node(redis: &Redis) -> herald_server::ServerConfig {
     let mut c = config();
-    c.broker.url = vec![redis.url.clone()];
+    c.broker.url = vec![redis.url()];
     c
 }
 
 #[tokio::test]
 async fn a_client_on_one_node_gets_what_the_other_publishes_and_recovers_there() {
-    let redis = RedisServer::start();
+    let redis = Redis::start(false).await;
     let a = TestServer::connect(node(&redis)).await;
     let b = TestServer::connect(node(&redis)).await;
 

@@ -586,8 +586,68 @@ impl RawWs {
     }
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+/// An HTTP/1.1 request: `headers`, and a JSON `body` if any.
+pub fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> String {
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or_default());
+    req
+}
+
+/// Where `needle` starts in `haystack`.
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A chunked body, decoded as it arrives.
+#[derive(Default)]
+pub struct Chunks {
+    /// Bytes read, not decoded yet.
+    pub raw: Vec<u8>,
+    /// The body decoded so far.
+    pub body: Vec<u8>,
+    /// The last chunk (or a malformed size line) was seen.
+    pub ended: bool,
+}
+
+impl Chunks {
+    /// Moves every whole chunk of `raw` into `body`.
+    pub fn decode(&mut self) {
+        while let Some(eol) = find(&self.raw, b"\r\n") {
+            let size_line = String::from_utf8_lossy(&self.raw[..eol]).into_owned();
+            let Ok(size) =
+                usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
+            else {
+                self.ended = true;
+                return;
+            };
+            if size == 0 {
+                self.ended = true;
+                return;
+            }
+            if self.raw.len() < eol + 2 + size + 2 {
+                return;
+            }
+            self.body
+                .extend_from_slice(&self.raw[eol + 2..eol + 2 + size]);
+            self.raw.drain(..eol + 2 + size + 2);
+        }
+    }
 }
 
 fn parse_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
@@ -886,46 +946,5 @@ impl TestCa {
 impl Drop for TestCa {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-// ----- redis-server ----------------------------------------------------------
-
-/// A redis-server of its own on a free port of 127.0.0.1 (scripts/test
-/// installs Debian's), killed when dropped.
-pub struct RedisServer {
-    child: std::process::Child,
-    pub url: String,
-}
-
-impl RedisServer {
-    pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("a free port");
-        let child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/install-peers installs it)");
-        for _ in 0..500 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Self {
-            child,
-            url: format!("redis://127.0.0.1:{port}/"),
-        }
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -233,9 +233,10 @@ impl Nodes {
             }
             link.commands_done(done.map_err(|e| commands.failed(e).0));
             // Who died since the last heartbeat.
-            let Ok(now) = live_ids(&commands).await else {
+            let Ok((now, _)) = registry(&commands).await else {
                 return;
             };
+            let now: HashSet<String> = now.into_iter().map(|n| n.id).collect();
             let gone: Vec<String> = {
                 let mut live = live.lock().unwrap_or_else(|p| p.into_inner());
                 let gone = live.difference(&now).cloned().collect();
@@ -259,29 +260,10 @@ impl Nodes {
     /// The nodes whose heartbeat is recent, by id; forgets the others.
     /// (`/api/info`.)
     pub(super) async fn list(&self) -> Result<Vec<NodeInfo>, BrokerError> {
-        let mut conn = self.conn.get().await?;
-        let ids: Vec<String> = conn
-            .zrange(REGISTRY, 0, -1)
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let keys: Vec<String> = ids.iter().map(|id| info_key(id)).collect();
-        let infos: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| self.conn.failed(e))?;
-        let mut live = Vec::new();
-        let mut gone = Vec::new();
-        for (id, info) in ids.iter().zip(infos) {
-            match info.and_then(|i| serde_json::from_str::<NodeInfo>(&i).ok()) {
-                Some(info) => live.push(info),
-                None => gone.push(id.clone()),
-            }
-        }
-        if !gone.is_empty() {
+        let (mut live, gone) = registry(&self.conn).await?;
+        if !gone.is_empty()
+            && let Ok(mut conn) = self.conn.get().await
+        {
             let _: Result<(), _> = conn.zrem(REGISTRY, gone).await;
         }
         live.sort_by(|a, b| a.name.cmp(&b.name).then(a.id.cmp(&b.id)));
@@ -289,25 +271,30 @@ impl Nodes {
     }
 }
 
-/// The ids of the nodes whose registry entry has not expired.
-async fn live_ids(commands: &Commands) -> Result<HashSet<String>, BrokerError> {
+/// The registry: the nodes whose entry has not expired, and the ids of
+/// those whose entry has.
+async fn registry(commands: &Commands) -> Result<(Vec<NodeInfo>, Vec<String>), BrokerError> {
     let mut conn = commands.get().await?;
     let ids: Vec<String> = conn
         .zrange(REGISTRY, 0, -1)
         .await
         .map_err(|e| commands.failed(e))?;
     if ids.is_empty() {
-        return Ok(HashSet::new());
+        return Ok((Vec::new(), Vec::new()));
     }
     let keys: Vec<String> = ids.iter().map(|id| info_key(id)).collect();
-    let present: Vec<Option<String>> = redis::cmd("MGET")
+    let infos: Vec<Option<String>> = redis::cmd("MGET")
         .arg(&keys)
         .query_async(&mut conn)
         .await
         .map_err(|e| commands.failed(e))?;
-    Ok(ids
-        .into_iter()
-        .zip(present)
-        .filter_map(|(id, info)| info.map(|_| id))
-        .collect())
+    let mut live = Vec::new();
+    let mut gone = Vec::new();
+    for (id, info) in ids.into_iter().zip(infos) {
+        match info.and_then(|i| serde_json::from_str::<NodeInfo>(&i).ok()) {
+            Some(info) => live.push(info),
+            None => gone.push(id),
+        }
+    }
+    Ok((live, gone))
 }

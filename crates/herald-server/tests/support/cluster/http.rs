@@ -2,7 +2,6 @@
 //! returned (the node may be gone), the API with its key, and a streamed
 //! response read as it arrives (HTTP streaming's NDJSON, SSE).
 
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -11,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::API_KEY;
-use crate::support::HttpResponse;
+use crate::support::{Chunks, HttpResponse, find, request_bytes};
 
 /// One HTTP/1.1 request on a fresh connection (`Connection: close`), the
 /// response read to its end within `limit`. Errors are returned, not
@@ -28,21 +27,9 @@ pub async fn request(
         let mut tcp = TcpStream::connect(addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-        for (name, value) in headers {
-            writeln!(req, "{name}: {value}\r").unwrap();
-        }
-        if let Some(body) = body {
-            write!(
-                req,
-                "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                body.len()
-            )
-            .unwrap();
-        }
-        req.push_str("\r\n");
-        req.push_str(body.unwrap_or_default());
-        tcp.write_all(req.as_bytes())
+        let mut extra = vec![("Connection", "close")];
+        extra.extend_from_slice(headers);
+        tcp.write_all(request_bytes(addr, method, path, &extra, body).as_bytes())
             .await
             .map_err(|e| format!("write: {e}"))?;
         let mut raw = Vec::new();
@@ -127,43 +114,6 @@ fn parse_response(raw: &[u8]) -> Result<HttpResponse, String> {
     })
 }
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// A chunked body, decoded as it arrives.
-#[derive(Default)]
-struct Chunks {
-    raw: Vec<u8>,
-    body: Vec<u8>,
-    ended: bool,
-}
-
-impl Chunks {
-    /// Moves every whole chunk of `raw` into `body`.
-    fn decode(&mut self) {
-        while let Some(eol) = find(&self.raw, b"\r\n") {
-            let size_line = String::from_utf8_lossy(&self.raw[..eol]).into_owned();
-            let Ok(size) =
-                usize::from_str_radix(size_line.split(';').next().unwrap_or("").trim(), 16)
-            else {
-                self.ended = true;
-                return;
-            };
-            if size == 0 {
-                self.ended = true;
-                return;
-            }
-            if self.raw.len() < eol + 2 + size + 2 {
-                return;
-            }
-            self.body
-                .extend_from_slice(&self.raw[eol + 2..eol + 2 + size]);
-            self.raw.drain(..eol + 2 + size + 2);
-        }
-    }
-}
-
 /// A long response read as it arrives (HTTP streaming's NDJSON, SSE).
 pub struct Streamed {
     tcp: TcpStream,
@@ -184,18 +134,7 @@ impl Streamed {
             let mut tcp = TcpStream::connect(addr)
                 .await
                 .map_err(|e| format!("connect: {e}"))?;
-            let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
-            if let Some(body) = body {
-                write!(
-                    req,
-                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
-                    body.len()
-                )
-                .unwrap();
-            }
-            req.push_str("\r\n");
-            req.push_str(body.unwrap_or_default());
-            tcp.write_all(req.as_bytes())
+            tcp.write_all(request_bytes(addr, method, path, &[], body).as_bytes())
                 .await
                 .map_err(|e| format!("write: {e}"))?;
             let mut raw = Vec::new();
