@@ -54,6 +54,10 @@ import time
 from pathlib import Path
 from xml.sax.saxutils import escape
 
+# Helpers the fan-out benchmark already has (this directory is on sys.path
+# when a script of it runs).
+from fanout import get, log, num, ratio, sh
+
 ROOT = Path(__file__).resolve().parent.parent
 HERALD = ROOT / "target" / "release" / "herald"
 SERVER_CPU = "0"
@@ -76,17 +80,6 @@ PERF_EVENTS = ",".join(["raw_syscalls:sys_enter", *(f"syscalls:sys_enter_{c}" fo
 # INFO sections read around the publishing phase: small, so that the
 # reply to the first one (counted in the output bytes) is easy to subtract.
 INFO_SECTIONS = ["stats", "commandstats", "cpu"]
-
-
-def log(*a):
-    print(*a, file=sys.stderr, flush=True)
-
-
-def sh(cmd):
-    try:
-        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=60).stdout.strip()
-    except subprocess.TimeoutExpired:
-        return ""
 
 
 def free_port():
@@ -374,20 +367,6 @@ def machine(loadavg):
 # ----- the report -----------------------------------------------------------------
 
 
-def get(r, *path):
-    for p in path:
-        r = r.get(p) if isinstance(r, dict) else None
-    return r
-
-
-def num(v, d=0):
-    if v is None:
-        return "–"
-    if isinstance(v, float) and d == 0 and abs(v) < 10:
-        d = 2
-    return f"{v:,.{d}f}"
-
-
 def count(v):
     """A count (the median of two rounds may end in .5)."""
     return "–" if v is None else f"{v:,.0f}" if v == int(v) else f"{v:,.1f}"
@@ -396,10 +375,6 @@ def count(v):
 def ms(r, *path):
     v = get(r, *path)
     return num(v / 1e3, 1) if v is not None else "–"
-
-
-def ratio(a, b):
-    return f"{a / b:.2f}x" if a and b else "–"
 
 
 def herald_us_per_publication(r):
