@@ -26,7 +26,10 @@
 //! - **One path per publication** through a broker seam (`broker/`):
 //!   the broker assigns offsets and keeps history and presence, then
 //!   hands publications back to each node's hub for fan-out. In memory
-//!   today; a network broker (Redis) plugs in behind the same trait.
+//!   by default; with `[broker] url`, in Redis (`broker/redis/`), shared
+//!   by several nodes behind any load balancer: one offset sequence per
+//!   channel, gaps filled from history, presence with expiry, requests
+//!   between nodes (`nodes.rs`), channels sharded over several Redis.
 //! - **HTTP transports** for clients without WebSocket (`transport/`):
 //!   HTTP streaming and SSE with commands as POSTs, stateless long
 //!   polling and polling from history, SSE without an SDK.
@@ -50,8 +53,8 @@
 //!
 //! # Non-features (yet)
 //!
-//! A network broker (Redis) is planned; today one process holds all
-//! state in memory.
+//! NATS as a broker; Redis Cluster is untested (keys share hash tags,
+//! but node keys are not per channel).
 
 mod auth;
 mod broker;
